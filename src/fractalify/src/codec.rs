@@ -1,0 +1,201 @@
+//! Decoding and encoding with the image crate's own codecs. The format is read from the
+//! content, never trusted from the extension; each format can be left out of the build.
+
+use std::io::Cursor;
+
+use image::io::{Limits, Reader};
+use image::{ColorType, DynamicImage, ImageEncoder, ImageFormat};
+
+/// The formats the contract names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Png,
+    Jpeg,
+    Gif,
+    Bmp,
+    Tiff,
+    WebP,
+}
+
+impl Format {
+    pub const ALL: [Format; 6] = [Format::Png, Format::Jpeg, Format::Gif, Format::Bmp, Format::Tiff, Format::WebP];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Png => "png",
+            Format::Jpeg => "jpeg",
+            Format::Gif => "gif",
+            Format::Bmp => "bmp",
+            Format::Tiff => "tiff",
+            Format::WebP => "webp",
+        }
+    }
+
+    /// Whether this module was built with the format's codec.
+    pub fn built_in(self) -> bool {
+        match self {
+            Format::Png => cfg!(feature = "png"),
+            Format::Jpeg => cfg!(feature = "jpeg"),
+            Format::Gif => cfg!(feature = "gif"),
+            Format::Bmp => cfg!(feature = "bmp"),
+            Format::Tiff => cfg!(feature = "tiff"),
+            Format::WebP => cfg!(feature = "webp"),
+        }
+    }
+
+    /// The format an output of this input is written in: WebP has no offline encoder, so PNG.
+    pub fn output(self) -> Format {
+        match self {
+            Format::WebP => Format::Png,
+            other => other,
+        }
+    }
+
+    fn image_format(self) -> ImageFormat {
+        match self {
+            Format::Png => ImageFormat::Png,
+            Format::Jpeg => ImageFormat::Jpeg,
+            Format::Gif => ImageFormat::Gif,
+            Format::Bmp => ImageFormat::Bmp,
+            Format::Tiff => ImageFormat::Tiff,
+            Format::WebP => ImageFormat::WebP,
+        }
+    }
+}
+
+/// File name extensions (lower case) that mark a file as an input.
+pub const INPUT_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp"];
+
+/// Names the formats compiled into this module, for the banner.
+pub fn built_formats() -> Vec<&'static str> {
+    Format::ALL.iter().filter(|f| f.built_in()).map(|f| f.name()).collect()
+}
+
+/// Recognises the content, or says why it is not something we can decode.
+pub fn sniff(bytes: &[u8]) -> Result<Format, String> {
+    if bytes.is_empty() {
+        return Err("empty file".to_string());
+    }
+    let format = match image::guess_format(bytes) {
+        Ok(ImageFormat::Png) => Format::Png,
+        Ok(ImageFormat::Jpeg) => Format::Jpeg,
+        Ok(ImageFormat::Gif) => Format::Gif,
+        Ok(ImageFormat::Bmp) => Format::Bmp,
+        Ok(ImageFormat::Tiff) => Format::Tiff,
+        Ok(ImageFormat::WebP) => Format::WebP,
+        Ok(other) => return Err(format!("unsupported format {:?}", other)),
+        Err(_) => return Err("not an image (content matches no supported format)".to_string()),
+    };
+    if !format.built_in() {
+        return Err(format!(
+            "unsupported format {}: this module was built without it (built with: {})",
+            format.name(),
+            built_formats().join(", ")
+        ));
+    }
+    Ok(format)
+}
+
+/// Decodes after checking the header's dimensions against `max_pixels`, so an oversized image
+/// is refused before any pixel buffer is allocated.
+pub fn decode(bytes: &[u8], format: Format, max_pixels: u64) -> Result<DynamicImage, String> {
+    let (width, height) = Reader::with_format(Cursor::new(bytes), format.image_format())
+        .into_dimensions()
+        .map_err(|e| describe(format, e))?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(format!("too large: {}x{} is {} pixels, over --max-pixels {}", width, height, pixels, max_pixels));
+    }
+    if pixels == 0 {
+        return Err(format!("{} image with no pixels ({}x{})", format.name(), width, height));
+    }
+    let mut reader = Reader::with_format(Cursor::new(bytes), format.image_format());
+    let mut limits = Limits::default();
+    // The decoder must not produce more than the header promised (16-bit RGBA is 8 bytes a pixel).
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    limits.max_alloc = Some(pixels.saturating_mul(8).saturating_add(1 << 20));
+    reader.limits(limits);
+    reader.decode().map_err(|e| describe(format, e))
+}
+
+fn describe(format: Format, error: image::ImageError) -> String {
+    match error {
+        image::ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            format!("truncated {} data", format.name())
+        }
+        image::ImageError::Limits(e) => format!("over the memory limit while decoding: {}", e),
+        other => format!("corrupt {} data: {}", format.name(), other),
+    }
+}
+
+/// Interleaved 8-bit pixels ready for the kernel: RGB, or RGBA when the input has alpha.
+pub struct Pixels {
+    pub width: u32,
+    pub height: u32,
+    pub channels: usize,
+    pub data: Vec<u8>,
+}
+
+impl Pixels {
+    /// Grey and palette become RGB (RGBA with alpha); 16-bit becomes 8-bit the image crate's way.
+    pub fn from_image(image: DynamicImage) -> Pixels {
+        let (width, height) = (image.width(), image.height());
+        if image.color().has_alpha() {
+            Pixels { width, height, channels: 4, data: image.into_rgba8().into_raw() }
+        } else {
+            Pixels { width, height, channels: 3, data: image.into_rgb8().into_raw() }
+        }
+    }
+
+    fn color(&self) -> ColorType {
+        if self.channels == 4 {
+            ColorType::Rgba8
+        } else {
+            ColorType::Rgb8
+        }
+    }
+}
+
+/// Encodes in `format` (the input's output format). PNG favours speed and stays lossless.
+pub fn encode(pixels: Pixels, format: Format) -> Result<Vec<u8>, String> {
+    let mut out = Cursor::new(Vec::with_capacity(pixels.data.len() / 2 + 1024));
+    let (w, h) = (pixels.width, pixels.height);
+    let result = match format.output() {
+        #[cfg(feature = "png")]
+        Format::Png => {
+            use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+            PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Sub).write_image(&pixels.data, w, h, pixels.color())
+        }
+        #[cfg(feature = "jpeg")]
+        Format::Jpeg => {
+            let rgb = if pixels.channels == 4 { drop_alpha(&pixels.data) } else { pixels.data };
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).write_image(&rgb, w, h, ColorType::Rgb8)
+        }
+        #[cfg(feature = "gif")]
+        Format::Gif => {
+            let rgba = if pixels.channels == 3 { add_alpha(&pixels.data) } else { pixels.data };
+            let buffer = image::RgbaImage::from_raw(w, h, rgba).expect("buffer matches its dimensions");
+            // Speed 10 is the gif crate's recommended trade-off; the default (1) is many times slower.
+            image::codecs::gif::GifEncoder::new_with_speed(&mut out, 10).encode_frame(image::Frame::new(buffer))
+        }
+        #[cfg(feature = "bmp")]
+        Format::Bmp => image::codecs::bmp::BmpEncoder::new(&mut out).write_image(&pixels.data, w, h, pixels.color()),
+        #[cfg(feature = "tiff")]
+        Format::Tiff => image::codecs::tiff::TiffEncoder::new(&mut out).write_image(&pixels.data, w, h, pixels.color()),
+        #[allow(unreachable_patterns)]
+        other => return Err(format!("cannot write {}: this module was built without it", other.name())),
+    };
+    result.map_err(|e| format!("cannot encode {}: {}", format.output().name(), e))?;
+    Ok(out.into_inner())
+}
+
+#[allow(dead_code)]
+fn drop_alpha(rgba: &[u8]) -> Vec<u8> {
+    rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect()
+}
+
+#[allow(dead_code)]
+fn add_alpha(rgb: &[u8]) -> Vec<u8> {
+    rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect()
+}

@@ -1,0 +1,150 @@
+"""`build`: the crate compiled to a wasm32-wasi module, skipped entirely when nothing changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from .errors import UserError
+from .project import Project
+from .toolchain import Toolchain, find_toolchain
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What to build: the crate's default features, or exactly `features`."""
+
+    features: tuple[str, ...] | None = None
+
+    @property
+    def variant(self) -> str:
+        """Names the build, so variants keep separate outputs and do not rebuild each other."""
+        if self.features is None:
+            return "default"
+        return "features-" + "-".join(self.features) if self.features else "features-none"
+
+
+@dataclass(frozen=True)
+class BuiltModule:
+    path: Path
+    size: int
+    sha256: str
+    rebuilt: bool
+
+    def as_json(self) -> dict[str, object]:
+        return {"path": str(self.path), "size": self.size, "sha256": self.sha256, "rebuilt": self.rebuilt}
+
+
+def build_module(project: Project, request: BuildRequest = BuildRequest(), log: TextIO = sys.stderr) -> BuiltModule:
+    """Compiles the project's crate for wasm32-wasi in release mode, unless nothing changed."""
+    check_features(project, request)
+    stamp_path = project.cache_dir / "build" / f"{request.variant}.json"
+    fingerprint = source_fingerprint(project.crate_dir, request)
+    fresh = _fresh_module(stamp_path, fingerprint)
+    if fresh is not None:
+        return fresh
+
+    toolchain = find_toolchain()
+    target_dir = project.crate_dir / "target" / request.variant
+    module = target_dir / toolchain.target / "release" / project.module_file_name
+    _forget_lock_of_other_source(project, toolchain)
+    command = [str(toolchain.cargo), "build", "--release", "--target", toolchain.target,
+               "--manifest-path", str(project.crate_dir / "Cargo.toml"), "--target-dir", str(target_dir),
+               *toolchain.cargo_config_args()]
+    if request.features is not None:
+        command += ["--no-default-features", "--features", ",".join(request.features)]
+    env = {**os.environ, "RUSTC": str(toolchain.rustc)}
+    print(f"building {project.crate_name} for {toolchain.target} with {toolchain.rustc}", file=log, flush=True)
+    # cargo's progress goes to our stderr, so stdout keeps only the result.
+    result = subprocess.run(command, env=env, stdout=log, stderr=log)
+    if result.returncode != 0:
+        raise UserError(f"cargo build failed (exit {result.returncode}); the compiler's messages are above")
+    if not module.exists():
+        raise UserError(f"cargo succeeded but {module} is missing: is the crate a binary named {project.crate_name}?")
+
+    data = module.read_bytes()
+    built = BuiltModule(module, len(data), hashlib.sha256(data).hexdigest(), rebuilt=True)
+    stamp_path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = {
+        "fingerprint": fingerprint,
+        "module": built.as_json(),
+        "module_mtime_ns": module.stat().st_mtime_ns,
+        "rustc": str(toolchain.rustc),
+        "rustc_mtime_ns": toolchain.rustc.stat().st_mtime_ns,
+        "crate_directory": str(toolchain.crate_directory) if toolchain.crate_directory else None,
+    }
+    _write_atomically(stamp_path, json.dumps(stamp, indent=2))
+    return built
+
+
+def parse_feature_list(text: str | None) -> tuple[str, ...] | None:
+    """`"png, JPEG"` -> `("jpeg", "png")`; None keeps the crate's default features."""
+    if text is None:
+        return None
+    return tuple(sorted({name.strip().lower() for name in text.split(",") if name.strip()}))
+
+
+def check_features(project: Project, request: BuildRequest) -> None:
+    if request.features is None:
+        return
+    manifest = tomllib.loads((project.crate_dir / "Cargo.toml").read_text())
+    known = sorted(name for name in manifest.get("features", {}) if name != "default")
+    unknown = [f for f in request.features if f not in known]
+    if unknown:
+        raise UserError(f"unknown feature(s) {', '.join(unknown)} for {project.crate_name}; choose from {', '.join(known)}")
+    if not request.features:
+        raise UserError(f"choose at least one of {', '.join(known)}")
+
+
+def source_fingerprint(crate_dir: Path, request: BuildRequest) -> str:
+    """A digest of everything that decides the module: the crate's sources and the request."""
+    digest = hashlib.sha256(repr(request).encode())
+    for path in sorted(crate_dir.rglob("*")):
+        relative = path.relative_to(crate_dir)
+        if relative.parts[0] in ("target", "Cargo.lock") or not path.is_file():
+            continue
+        digest.update(str(relative).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _fresh_module(stamp_path: Path, fingerprint: str) -> BuiltModule | None:
+    """The module of the last build when its sources, toolchain and output are unchanged."""
+    try:
+        stamp = json.loads(stamp_path.read_text())
+        module = Path(stamp["module"]["path"])
+        unchanged = (
+            stamp["fingerprint"] == fingerprint
+            and module.stat().st_mtime_ns == stamp["module_mtime_ns"]
+            and module.stat().st_size == stamp["module"]["size"]
+            and Path(stamp["rustc"]).stat().st_mtime_ns == stamp["rustc_mtime_ns"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not unchanged:
+        return None
+    return BuiltModule(module, stamp["module"]["size"], stamp["module"]["sha256"], rebuilt=False)
+
+
+def _forget_lock_of_other_source(project: Project, toolchain: Toolchain) -> None:
+    """A Cargo.lock made against Debian's crate directory has no checksums and breaks a
+    crates.io build (and the other way round): drop it when the crate source changes."""
+    lock = project.crate_dir / "Cargo.lock"
+    marker = project.cache_dir / "build" / "lock-source"
+    source = str(toolchain.crate_directory or "crates.io")
+    if lock.exists() and (not marker.exists() or marker.read_text() != source):
+        lock.unlink()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(source)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text)
+    temp.replace(path)
