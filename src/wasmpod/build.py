@@ -84,6 +84,28 @@ def build_module(project: Project, request: BuildRequest = BuildRequest(), log: 
     return built
 
 
+def build_native(project: Project, log: TextIO = sys.stderr) -> Path:
+    """The same crate built for this machine (release), to compare the module against."""
+    toolchain = find_toolchain()
+    target_dir = project.crate_dir / "target" / "native"
+    _forget_lock_of_other_source(project, toolchain)
+    command = [str(toolchain.cargo), "build", "--release", "--manifest-path", str(project.crate_dir / "Cargo.toml"),
+               "--target-dir", str(target_dir), *toolchain.cargo_config_args()]
+    result = subprocess.run(command, env={**os.environ, "RUSTC": str(toolchain.rustc)}, stdout=log, stderr=log)
+    if result.returncode != 0:
+        raise UserError(f"native cargo build failed (exit {result.returncode}); the compiler's messages are above")
+    return target_dir / "release" / project.crate_name
+
+
+def cargo_test(project: Project, log: TextIO = sys.stderr) -> int:
+    """Runs the crate's own tests natively (`cargo test`); returns cargo's exit status."""
+    toolchain = find_toolchain()
+    _forget_lock_of_other_source(project, toolchain)
+    command = [str(toolchain.cargo), "test", "--manifest-path", str(project.crate_dir / "Cargo.toml"),
+               "--target-dir", str(project.crate_dir / "target" / "native"), *toolchain.cargo_config_args()]
+    return subprocess.run(command, env={**os.environ, "RUSTC": str(toolchain.rustc)}, stdout=log, stderr=log).returncode
+
+
 def parse_feature_list(text: str | None) -> tuple[str, ...] | None:
     """`"png, JPEG"` -> `("jpeg", "png")`; None keeps the crate's default features."""
     if text is None:

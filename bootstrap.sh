@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Sets up what fractalify needs on a Debian 12 machine with Python 3.11, then runs one job:
+#   ./bootstrap.sh demo   the main job (build, then fractalify examples/images)
+#   ./bootstrap.sh test   the whole test suite
+#   ./bootstrap.sh        set-up only
+# Idempotent: the second time it checks, installs nothing and starts the job at once.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Debian's Rust 1.63 has the wasm32-wasi standard library; its crates stand in for crates.io.
+DEBIAN_PACKAGES=(rustc cargo libstd-rust-dev-wasm32 librust-image-dev)
+
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+missing_debian_packages() {
+    local pkg
+    for pkg in "${DEBIAN_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed$' || printf '%s\n' "$pkg"
+    done
+    # Debian's own python3 needs python3-venv for `python3 -m venv` to bring pip.
+    python3 -c 'import ensurepip, venv' 2>/dev/null || printf '%s\n' python3-venv
+}
+
+install_debian_packages() {
+    command -v dpkg-query >/dev/null || { say "not a Debian system: install Rust with the wasm32-wasip1 target yourself"; return 0; }
+    local missing
+    mapfile -t missing < <(missing_debian_packages)
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+            sudo=(sudo -n)
+        else
+            say "missing Debian packages: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}"
+            exit 1
+        fi
+    fi
+    say "installing Debian packages: ${missing[*]}"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+install_python_environment() {
+    command -v python3 >/dev/null || { say "python3 is missing: apt-get install python3 python3-venv"; exit 1; }
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { say "Python 3.11 or newer is needed, found $(python3 --version)"; exit 1; }
+    [ -x .venv/bin/python ] || { say "creating .venv"; python3 -m venv .venv; }
+    # Reinstall only when the project's dependencies changed.
+    local want have=""
+    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    [ -f .venv/.installed ] && have=$(cat .venv/.installed)
+    if [ "$want" != "$have" ]; then
+        say "installing the project and its dependencies into .venv"
+        if ! .venv/bin/python -m pip install -e '.[test]' > .venv/install.log 2>&1; then
+            cat .venv/install.log >&2
+            say "pip could not install the project (its log is above and in .venv/install.log)"
+            exit 1
+        fi
+        printf '%s\n' "$want" > .venv/.installed
+    fi
+}
+
+install_debian_packages
+install_python_environment
+
+case "${1:-}" in
+    demo) exec .venv/bin/invoke demo ;;
+    test) exec .venv/bin/python -m pytest -q ;;
+    "") say "ready: .venv/bin/invoke --list" ;;
+    *) say "unknown job '$1': use demo or test"; exit 2 ;;
+esac
