@@ -2,6 +2,10 @@
 
     invoke build     compile the fractal core to wasm32-wasi; prints the module's path
     invoke run       run the module in wasmtime on two directories, as its Pod would
+    invoke push      store the module as a Krustlet-pullable OCI artifact (local registry by default)
+    invoke pull      fetch a module by reference and verify it
+    invoke login     check credentials against a registry, then save them in the docker config
+    invoke registry.up / registry.down / registry.status    the embedded local registry
     invoke demo      the main job: build, then fractalify examples/images into out/examples
     invoke bench     the benchmark table (module size, compile time, wasm vs native)
 """
@@ -11,6 +15,8 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+
+from invoke import Collection
 
 from wasmpod.cli import print_json, task
 
@@ -85,6 +91,103 @@ def bench(c, runs=5):
     run_benchmarks(_project(), runs=runs)
 
 
+REGISTRY_HELP = {
+    "registry": "registry host[:port] (default: the embedded local registry, started if needed)",
+    "repository": "repository name (default: fractalify)",
+    "tag": "tag (default: v + the crate version)",
+    "plain_http": "talk plain HTTP (default for loopback registries only)",
+    "insecure": "skip TLS certificate verification",
+    "ca_file": "CA bundle that signed the registry's certificate",
+    "port": "port of the embedded local registry (default 5000)",
+    "json": "print JSON instead of lines",
+}
+
+
+def _registry_settings(registry, repository, tag, plain_http, insecure, ca_file, port):
+    from wasmpod.settings import RegistrySettings
+
+    return RegistrySettings(registry=registry, repository=repository or "fractalify", tag=tag,
+                            plain_http=True if plain_http else None, insecure=insecure, ca_file=ca_file, local_port=int(port or 5000))
+
+
+@task(help=REGISTRY_HELP)
+def push(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None, json=False):
+    """Push the module as an OCI artifact in the layout Krustlet pulls; prints Pushed/Size/Digest."""
+    from wasmpod.artifact import compose_artifact, provenance_from_git
+    from wasmpod.build import build_module
+    from wasmpod.push import connect, push_artifact, terminal_progress
+    from wasmpod.reference import ImageReference
+
+    project = _project()
+    settings = _registry_settings(registry, repository, tag, plain_http, insecure, ca_file, port)
+    module = build_module(project)
+    client = connect(project.registry_dir, settings, dict(os.environ))
+    target = ImageReference(client.registry, settings.repository, settings.tag_for(project.crate_version))
+    artifact = compose_artifact(module.path, provenance_from_git(ROOT, project.crate_version, dict(os.environ)),
+                                layer_digest=f"sha256:{module.sha256}")
+    pushed = push_artifact(client, target, artifact, terminal_progress(f"uploading {module.path.name}"))
+    if json:
+        print_json(pushed.as_json())
+    else:
+        print("\n".join(pushed.lines()))
+
+
+def _registry_help(*names: str, **more: str) -> dict[str, str]:
+    return {**{name: REGISTRY_HELP[name] for name in names}, **more}
+
+
+@task(auto_shortflags=True, help=_registry_help("plain_http", "insecure", "ca_file", "json",
+                          reference="REGISTRY/REPOSITORY[:TAG][@DIGEST]", output="file or directory to write"))
+def pull(c, reference, output=None, plain_http=False, insecure=False, ca_file=None, json=False):
+    """Fetch a module by reference, verify its digests, and write it; prints Pulled/Size/Digest."""
+    from wasmpod.push import connect, pull_module
+    from wasmpod.reference import parse_reference
+
+    source = parse_reference(reference)
+    settings = _registry_settings(source.registry, source.repository, None, plain_http, insecure, ca_file, None)
+    client = connect(_project().registry_dir, settings, dict(os.environ))
+    pulled = pull_module(client, source, Path(output) if output else None)
+    if json:
+        print_json(pulled.as_json())
+    else:
+        print("\n".join(pulled.lines()))
+
+
+@task(help=_registry_help("registry", "plain_http", "insecure", "ca_file",
+                          username="user name (default: $REGISTRY_USERNAME, else asked)",
+                          password_stdin="read the password from standard input (default: $REGISTRY_PASSWORD, else asked)"))
+def login(c, registry, username=None, password_stdin=False, plain_http=False, insecure=False, ca_file=None):
+    """Check credentials against a registry, then save them where docker keeps them."""
+    from wasmpod.login import login_to_registry
+
+    settings = _registry_settings(registry, None, None, plain_http, insecure, ca_file, None)
+    print(login_to_registry(settings, username, sys.stdin if password_stdin else None, dict(os.environ)))
+
+
+@task(name="up", help={"port": REGISTRY_HELP["port"]})
+def registry_up(c, port=5000):
+    """Start the embedded local registry on 127.0.0.1 (no-op when it is running)."""
+    from wasmpod.local_registry import LocalRegistry
+
+    print(LocalRegistry(_project().registry_dir, int(port)).up().describe())
+
+
+@task(name="down", help={"port": REGISTRY_HELP["port"]})
+def registry_down(c, port=5000):
+    """Stop the embedded local registry (its data stays in registry/data)."""
+    from wasmpod.local_registry import LocalRegistry
+
+    print(LocalRegistry(_project().registry_dir, int(port)).down().describe())
+
+
+@task(name="status", help={"port": REGISTRY_HELP["port"]})
+def registry_status(c, port=5000):
+    """Say whether the embedded local registry is running, and where its data is."""
+    from wasmpod.local_registry import LocalRegistry
+
+    print(LocalRegistry(_project().registry_dir, int(port)).status().describe())
+
+
 def _core_flags(once, interval, julia_c, max_iter, channel, max_pixels) -> list[str]:
     """The core's own options, passed through as its flags."""
     flags = ["--once"] if once else []
@@ -102,3 +205,7 @@ def _finish(result) -> None:
         raise Exit(f"error: the module trapped: {result.trap}", code=1)
     if result.status != 0:
         raise Exit(code=result.status)
+
+
+ns = Collection(build, run, push, pull, login, demo, bench)
+ns.add_collection(Collection("registry", registry_up, registry_down, registry_status))

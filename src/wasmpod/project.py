@@ -41,6 +41,11 @@ class Project:
         return f"{self.crate_name.replace('-', '_')}.wasm"
 
     @property
+    def registry_dir(self) -> Path:
+        """The embedded local registry's configuration (and, git-ignored, its data)."""
+        return self.root / "registry"
+
+    @property
     def cache_dir(self) -> Path:
         """Git-ignored working state of the toolchain (build stamps, helper environments)."""
         return self.root / ".cache"

@@ -1,0 +1,140 @@
+"""The embedded local registry: Debian's docker-registry on 127.0.0.1, data under `registry/data`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+DEFAULT_PORT = 5000
+START_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class RegistryState:
+    address: str
+    running: bool
+    pid: int | None  # None when not running, or when it is not one we started
+    data_dir: Path
+
+    def describe(self) -> str:
+        if not self.running:
+            return f"local registry {self.address}: not running"
+        owner = f"pid {self.pid}" if self.pid else "not started by us"
+        return f"local registry {self.address}: running ({owner}), data in {self.data_dir}"
+
+
+@dataclass(frozen=True)
+class LocalRegistry:
+    """One project's registry: its configuration in `registry/`, its state in `registry/data/`."""
+
+    directory: Path
+    port: int = DEFAULT_PORT
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def _pid_file(self) -> Path:
+        return self.data_dir / f"registry-{self.port}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "registry.log"
+
+    def _answers(self) -> bool | None:
+        """True: a registry answers; False: something else does; None: nothing listens."""
+        try:
+            with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2) as reply:
+                return reply.headers.get("Docker-Distribution-Api-Version") is not None or reply.status == 200
+        except urllib.error.HTTPError as error:
+            return error.headers.get("Docker-Distribution-Api-Version") is not None
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def _our_pid(self) -> int | None:
+        try:
+            pid = json.loads(self._pid_file.read_text())["pid"]
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def status(self) -> RegistryState:
+        answers = self._answers()
+        return RegistryState(self.address, answers is True, self._our_pid() if answers else None, self.data_dir)
+
+    def up(self) -> RegistryState:
+        """Starts the registry unless one already answers there; returns once it answers."""
+        answers = self._answers()
+        if answers is True:
+            return self.status()
+        if answers is False:
+            raise UserError(f"port {self.port} is taken by something that is not a registry: choose another with --port")
+        binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+        if not Path(binary).exists():
+            raise UserError("docker-registry is not installed: apt-get install docker-registry (or run ./bootstrap.sh)")
+        (self.data_dir / "storage").mkdir(parents=True, exist_ok=True)
+        env = {**os.environ,
+               "REGISTRY_HTTP_ADDR": self.address,
+               "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str((self.data_dir / "storage").resolve())}
+        with self.log_file.open("ab") as log:
+            # A session of its own: the registry outlives the invoke command that started it.
+            process = subprocess.Popen([binary, "serve", str(self.directory / "config.yml")], env=env,
+                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        self._pid_file.write_text(json.dumps({"pid": process.pid, "port": self.port}))
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                self._pid_file.unlink(missing_ok=True)
+                last = self.log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+                raise UserError(f"docker-registry exited at start ({last[0][:200]}); see {self.log_file}")
+            if self._answers():
+                return self.status()
+            time.sleep(0.1)
+        process.terminate()
+        raise UserError(f"docker-registry did not answer on {self.address} within {START_TIMEOUT:.0f} s; see {self.log_file}")
+
+    def down(self) -> RegistryState:
+        """Stops the registry we started; one we did not start is left alone."""
+        pid = self._our_pid()
+        if pid is None:
+            self._pid_file.unlink(missing_ok=True)
+            if self._answers():
+                raise UserError(f"the registry on {self.address} was not started by this project: stop it where it was started")
+            return self.status()
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        self._pid_file.unlink(missing_ok=True)
+        return self.status()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        # Reap it if it is our child (the test suite starts registries in-process).
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

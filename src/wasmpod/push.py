@@ -1,0 +1,159 @@
+"""`push` and `pull`: the module as a Krustlet-pullable OCI artifact, verified by reading it back."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from .artifact import CONFIG_BYTES, Artifact, check_krustlet_manifest, sha256_digest
+from .credentials import Credentials, resolve_credentials
+from .errors import UserError
+from .local_registry import LocalRegistry
+from .oci_client import ProgressCallback, RegistryClient, Transport
+from .reference import ImageReference
+from .settings import RegistrySettings
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What push and pull print, as wasm-to-oci did."""
+
+    verb: str  # "Pushed" or "Pulled"
+    reference: ImageReference
+    size: int
+    digest: str
+    blobs_uploaded: int = 0
+    path: Path | None = None
+
+    def lines(self) -> list[str]:
+        return [f"{self.verb}: {self.reference}", f"Size: {self.size}", f"Digest: {self.digest}"]
+
+    def as_json(self) -> dict[str, object]:
+        described: dict[str, object] = {
+            "reference": str(self.reference), "pinned": str(self.reference.with_digest(self.digest)),
+            "size": self.size, "digest": self.digest,
+        }
+        if self.verb == "Pushed":
+            described["blobs_uploaded"] = self.blobs_uploaded
+        if self.path is not None:
+            described["path"] = str(self.path)
+        return described
+
+
+class _Discard:
+    """A sink that only counts: verifying a layer must not hold it in memory."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+def push_artifact(client: RegistryClient, target: ImageReference, artifact: Artifact,
+                  on_progress: ProgressCallback | None = None) -> Transfer:
+    """Uploads the blobs the registry lacks, then the manifest, then reads both back: success
+    is reported only for what the registry holds, byte for byte."""
+    if not target.tag:
+        raise UserError(f"{target} has no tag to push to")
+    repository = target.repository
+    client.check_access()
+    with tempfile.TemporaryDirectory(prefix="wasmpod-push-") as scratch:
+        config_path = Path(scratch) / "config.json"
+        config_path.write_bytes(CONFIG_BYTES)
+        uploaded = int(client.upload_blob(repository, artifact.config, config_path))
+    uploaded += int(client.upload_blob(repository, artifact.layer, artifact.module, on_progress))
+    stored_digest = client.put_manifest(repository, target.tag, artifact.manifest)
+    expected = artifact.manifest_digest
+    if stored_digest and stored_digest != expected:
+        raise UserError(f"registry {client.registry} stored the manifest as {stored_digest}, not {expected}: "
+                        "something between us and it changed the bytes")
+    _verify(client, target, artifact)
+    return Transfer("Pushed", target, artifact.layer.size, expected, blobs_uploaded=uploaded)
+
+
+def _verify(client: RegistryClient, target: ImageReference, artifact: Artifact) -> None:
+    body, _ = client.get_manifest(target.repository, target.tag or "")
+    if sha256_digest(body) != artifact.manifest_digest:
+        raise UserError(f"{target} now points to {sha256_digest(body)}, not the manifest just pushed "
+                        f"({artifact.manifest_digest}): was it pushed again meanwhile?")
+    sink = _Discard()
+    got = client.download_blob(target.repository, artifact.layer.digest, sink)
+    if got != artifact.layer.digest or sink.size != artifact.layer.size:
+        raise UserError(f"the registry returned {sink.size} bytes with digest {got} for the module layer "
+                        f"{artifact.layer.digest}: the upload was damaged; push again")
+
+
+def pull_module(client: RegistryClient, source: ImageReference, output: Path | None) -> Transfer:
+    """Fetches a module as Krustlet would (its manifest rules, then `layers[0]`) and verifies
+    both digests; the file appears only complete."""
+    body, reported = client.get_manifest(source.repository, source.reference)
+    digest = sha256_digest(body)
+    if source.digest and digest != source.digest:
+        raise UserError(f"the registry returned a manifest with digest {digest}, not the {source.digest} asked for")
+    if reported and reported != digest:
+        raise UserError(f"the registry reports digest {reported} for a manifest whose bytes hash to {digest}")
+    try:
+        manifest = check_krustlet_manifest(body)
+    except ValueError as error:
+        raise UserError(f"{source} is not a module Krustlet would run: {error}") from None
+    layer = manifest["layers"][0]
+    title = (layer.get("annotations") or {}).get("org.opencontainers.image.title")
+    name = Path(title).name if title else f"{source.repository.rsplit('/', 1)[-1]}.wasm"
+    target = output if output is not None else Path.cwd() / name
+    if target.is_dir():
+        target = target / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as handle:
+        temp = Path(handle.name)
+        try:
+            got = client.download_blob(source.repository, layer["digest"], handle)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+    size = temp.stat().st_size
+    if got != layer["digest"] or size != layer.get("size", size):
+        temp.unlink(missing_ok=True)
+        raise UserError(f"the module layer arrived with digest {got} ({size} bytes), not {layer['digest']}: nothing written")
+    temp.replace(target)
+    return Transfer("Pulled", source, size, digest, path=target)
+
+
+def terminal_progress(label: str, stream: TextIO = sys.stderr) -> ProgressCallback | None:
+    """A one-line progress bar on a terminal; nothing when output goes to a file or CI log."""
+    if not stream.isatty():
+        return None
+
+    def show(sent: int, total: int) -> None:
+        width = 30
+        filled = int(width * sent / total) if total else width
+        stream.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] "
+                     f"{sent / 2**20:.1f}/{total / 2**20:.1f} MiB")
+        if sent >= total:
+            stream.write("\n")
+        stream.flush()
+
+    return show
+
+
+def connect(registry_dir: Path | None, settings: RegistrySettings, environ: dict[str, str],
+            credentials: Credentials | None | bool = True) -> RegistryClient:
+    """A client for the settings' registry; the embedded local one (started when it is not
+    running) when none is named. A named registry is never started for you.
+
+    `credentials`: True resolves them from the environment and docker config; None is anonymous.
+    """
+    if settings.registry is None:
+        if registry_dir is None:
+            raise UserError("name a registry with --registry")
+        address = LocalRegistry(registry_dir, settings.local_port).up().address
+    else:
+        address = settings.registry
+    if credentials is True:
+        credentials = resolve_credentials(address, environ)
+    transport = Transport.choose(address, settings.plain_http, settings.insecure, settings.ca_file)
+    return RegistryClient(address, transport, credentials or None)
