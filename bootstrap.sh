@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian's Rust 1.63 has the wasm32-wasi standard library; its crates stand in for crates.io.
-DEBIAN_PACKAGES=(rustc cargo libstd-rust-dev-wasm32 librust-image-dev)
+# docker-registry is the embedded local registry; skopeo an independent OCI client for the tests.
+DEBIAN_PACKAGES=(rustc cargo libstd-rust-dev-wasm32 librust-image-dev docker-registry skopeo)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
@@ -38,6 +39,12 @@ install_debian_packages() {
     say "installing Debian packages: ${missing[*]}"
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    # Debian starts docker-registry as a service on every interface; ours runs on 127.0.0.1 only.
+    if printf '%s\n' "${missing[@]}" | grep -qx docker-registry && command -v systemctl >/dev/null \
+        && systemctl is-active --quiet docker-registry 2>/dev/null; then
+        say "stopping and disabling Debian's docker-registry service (fractalify starts its own on 127.0.0.1)"
+        "${sudo[@]}" systemctl disable --now docker-registry >&2 || true
+    fi
 }
 
 install_python_environment() {
