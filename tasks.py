@@ -5,6 +5,9 @@
     invoke push      store the module as a Krustlet-pullable OCI artifact (local registry by default)
     invoke pull      fetch a module by reference and verify it
     invoke login     check credentials against a registry, then save them in the docker config
+    invoke deploy    render the Pod (Job, Deployment, pull Secret) and apply it: local node or kubectl
+    invoke undeploy  stop and delete what deploy started
+    invoke status    what runs on the local node;  invoke logs: its output
     invoke registry.up / registry.down / registry.status    the embedded local registry
     invoke demo      the main job: build, then fractalify examples/images into out/examples
     invoke bench     the benchmark table (module size, compile time, wasm vs native)
@@ -92,48 +95,44 @@ def bench(c, runs=5):
 
 
 REGISTRY_HELP = {
-    "registry": "registry host[:port] (default: the embedded local registry, started if needed)",
-    "repository": "repository name (default: fractalify)",
-    "tag": "tag (default: v + the crate version)",
+    "registry": "registry host[:port] (default: registry.address, else the embedded local registry)",
+    "repository": "repository name (default: registry.repository)",
+    "tag": "tag (default: registry.tag, else v + the crate version)",
     "plain_http": "talk plain HTTP (default for loopback registries only)",
     "insecure": "skip TLS certificate verification",
     "ca_file": "CA bundle that signed the registry's certificate",
-    "port": "port of the embedded local registry (default 5000)",
+    "port": "port of the embedded local registry (default: registry.local_port, 5000)",
     "json": "print JSON instead of lines",
 }
 
 
-def _registry_settings(registry, repository, tag, plain_http, insecure, ca_file, port):
-    from wasmpod.settings import RegistrySettings
+def _registry_help(*names: str, **more: str) -> dict[str, str]:
+    return {**{name: REGISTRY_HELP[name] for name in names}, **more}
 
-    return RegistrySettings(registry=registry, repository=repository or "fractalify", tag=tag,
-                            plain_http=True if plain_http else None, insecure=insecure, ca_file=ca_file, local_port=int(port or 5000))
+
+def _registry_settings(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False,
+                       ca_file=None, port=None):
+    """The registry settings: invoke's configuration layers, then these flags."""
+    from wasmpod.config import registry_settings
+
+    return registry_settings(c.config, {"address": registry, "repository": repository, "tag": tag,
+                                        "plain_http": plain_http or None, "insecure": insecure,
+                                        "ca_file": ca_file, "local_port": port})
 
 
 @task(help=REGISTRY_HELP)
 def push(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None, json=False):
     """Push the module as an OCI artifact in the layout Krustlet pulls; prints Pushed/Size/Digest."""
-    from wasmpod.artifact import compose_artifact, provenance_from_git
     from wasmpod.build import build_module
-    from wasmpod.push import connect, push_artifact, terminal_progress
-    from wasmpod.reference import ImageReference
+    from wasmpod.push import push_module
 
     project = _project()
-    settings = _registry_settings(registry, repository, tag, plain_http, insecure, ca_file, port)
-    module = build_module(project)
-    client = connect(project.registry_dir, settings, dict(os.environ))
-    target = ImageReference(client.registry, settings.repository, settings.tag_for(project.crate_version))
-    artifact = compose_artifact(module.path, provenance_from_git(ROOT, project.crate_version, dict(os.environ)),
-                                layer_digest=f"sha256:{module.sha256}")
-    pushed = push_artifact(client, target, artifact, terminal_progress(f"uploading {module.path.name}"))
+    settings = _registry_settings(c, registry, repository, tag, plain_http, insecure, ca_file, port)
+    pushed = push_module(project, build_module(project), settings, dict(os.environ))
     if json:
         print_json(pushed.as_json())
     else:
         print("\n".join(pushed.lines()))
-
-
-def _registry_help(*names: str, **more: str) -> dict[str, str]:
-    return {**{name: REGISTRY_HELP[name] for name in names}, **more}
 
 
 @task(auto_shortflags=True, help=_registry_help("plain_http", "insecure", "ca_file", "json",
@@ -144,7 +143,7 @@ def pull(c, reference, output=None, plain_http=False, insecure=False, ca_file=No
     from wasmpod.reference import parse_reference
 
     source = parse_reference(reference)
-    settings = _registry_settings(source.registry, source.repository, None, plain_http, insecure, ca_file, None)
+    settings = _registry_settings(c, source.registry, source.repository, None, plain_http, insecure, ca_file)
     client = connect(_project().registry_dir, settings, dict(os.environ))
     pulled = pull_module(client, source, Path(output) if output else None)
     if json:
@@ -160,32 +159,114 @@ def login(c, registry, username=None, password_stdin=False, plain_http=False, in
     """Check credentials against a registry, then save them where docker keeps them."""
     from wasmpod.login import login_to_registry
 
-    settings = _registry_settings(registry, None, None, plain_http, insecure, ca_file, None)
+    settings = _registry_settings(c, registry, None, None, plain_http, insecure, ca_file)
     print(login_to_registry(settings, username, sys.stdin if password_stdin else None, dict(os.environ)))
 
 
 @task(name="up", help={"port": REGISTRY_HELP["port"]})
-def registry_up(c, port=5000):
+def registry_up(c, port=None):
     """Start the embedded local registry on 127.0.0.1 (no-op when it is running)."""
     from wasmpod.local_registry import LocalRegistry
 
-    print(LocalRegistry(_project().registry_dir, int(port)).up().describe())
+    print(LocalRegistry(_project().registry_dir, _registry_settings(c, port=port).local_port).up().describe())
 
 
 @task(name="down", help={"port": REGISTRY_HELP["port"]})
-def registry_down(c, port=5000):
+def registry_down(c, port=None):
     """Stop the embedded local registry (its data stays in registry/data)."""
     from wasmpod.local_registry import LocalRegistry
 
-    print(LocalRegistry(_project().registry_dir, int(port)).down().describe())
+    print(LocalRegistry(_project().registry_dir, _registry_settings(c, port=port).local_port).down().describe())
 
 
 @task(name="status", help={"port": REGISTRY_HELP["port"]})
-def registry_status(c, port=5000):
+def registry_status(c, port=None):
     """Say whether the embedded local registry is running, and where its data is."""
     from wasmpod.local_registry import LocalRegistry
 
-    print(LocalRegistry(_project().registry_dir, int(port)).status().describe())
+    print(LocalRegistry(_project().registry_dir, _registry_settings(c, port=port).local_port).status().describe())
+
+
+DEPLOY_HELP = {
+    **REGISTRY_HELP,
+    "pin": "refer to the image by the digest the registry holds",
+    "pull_secret": "name of the image pull Secret the Pod uses",
+    "create_pull_secret": "render that Secret from push's credentials (mode 0600, never printed)",
+    "input_dir": "host path (or pvc:NAME) mounted at /input_dir (default /input_dir)",
+    "output_dir": "host path (or pvc:NAME) mounted at /output_dir (default /output_dir)",
+    "kind": "pod, job or deployment",
+    "name": "the workload's name (DNS-1123)",
+    "namespace": "the namespace",
+    "env": "KEY=VALUE for the core (e.g. FRACTALIFY_C=-0.8,0.156); repeatable",
+    "target": "local (the embedded node) or kubectl (the current cluster)",
+    "context": "kubectl context (default: the current one)",
+    "out": "also write the rendered files into this directory",
+    "dry_run": "print the rendered YAML on stdout and change nothing",
+    "replicas": "Deployment replicas",
+    "parallelism": "Job pods running at once",
+    "completions": "Job runs in all (more than 1: an Indexed Job)",
+}
+
+
+def _deploy_settings(c, **flags):
+    from wasmpod.config import deploy_settings
+
+    return deploy_settings(c.config, flags, ROOT)
+
+
+@task(iterable=["env"], help=DEPLOY_HELP)
+def deploy(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None,
+           pin=False, pull_secret=None, create_pull_secret=False, input_dir=None, output_dir=None, kind=None,
+           name=None, namespace=None, env=None, target=None, context=None, out=None, dry_run=False,
+           replicas=None, parallelism=None, completions=None, json=False):
+    """Render the Pod (or Job, Deployment, pull Secret) and apply it: to the local node or with kubectl."""
+    from wasmpod.deploy import deploy_workload
+
+    project = _project()
+    registry_settings = _registry_settings(c, registry, repository, tag, plain_http, insecure, ca_file, port)
+    settings = _deploy_settings(c, pin=pin, pull_secret=pull_secret, create_pull_secret=create_pull_secret,
+                                input_dir=input_dir, output_dir=output_dir, kind=kind, name=name,
+                                namespace=namespace, env=env, target=target, context=context, out=out,
+                                replicas=replicas, parallelism=parallelism, completions=completions)
+    report = deploy_workload(project, registry_settings, settings, dict(os.environ), dry_run=dry_run)
+    if json and not dry_run:
+        print_json(report.as_json())
+    else:
+        print(report.text, end="" if dry_run else "\n")
+    if report.failed:
+        from invoke import Exit
+
+        raise Exit(code=1)
+
+
+@task(help=_registry_help("registry", "repository", "tag", "port", name=DEPLOY_HELP["name"],
+                          namespace=DEPLOY_HELP["namespace"], target=DEPLOY_HELP["target"],
+                          context=DEPLOY_HELP["context"], kind=DEPLOY_HELP["kind"]))
+def undeploy(c, registry=None, repository=None, tag=None, port=None, name=None, namespace=None, target=None,
+             context=None, kind=None):
+    """Stop and delete what deploy started (same --target)."""
+    from wasmpod.deploy import undeploy as undeploy_workload
+
+    project = _project()
+    settings = _deploy_settings(c, name=name, namespace=namespace, target=target, context=context, kind=kind)
+    print(undeploy_workload(project, _registry_settings(c, registry, repository, tag, port=port), settings, dict(os.environ)))
+
+
+@task
+def status(c):
+    """Show what runs on the local node."""
+    from wasmpod.deploy import local_node_status
+
+    print(local_node_status(_project()))
+
+
+@task(help={"name": DEPLOY_HELP["name"], "namespace": DEPLOY_HELP["namespace"]})
+def logs(c, name=None, namespace=None):
+    """Print the output of a workload on the local node, each line prefixed by its instance."""
+    from wasmpod.deploy import local_node_logs
+
+    settings = _deploy_settings(c, name=name, namespace=namespace)
+    print(local_node_logs(_project(), settings))
 
 
 def _core_flags(once, interval, julia_c, max_iter, channel, max_pixels) -> list[str]:
@@ -207,5 +288,15 @@ def _finish(result) -> None:
         raise Exit(code=result.status)
 
 
-ns = Collection(build, run, push, pull, login, demo, bench)
+def _configure(collection: Collection) -> Collection:
+    from wasmpod.config import collection_defaults
+
+    # Every key has a default here, so invoke.yaml, INVOKE_* variables and -f FILE can set it;
+    # the chain executor hands a flag given once to every task of the chain that takes it.
+    collection.configure({**collection_defaults("fractalify", "fractalify"),
+                          "tasks": {"executor_class": "wasmpod.chain.ChainExecutor"}})
+    return collection
+
+
+ns = _configure(Collection(build, run, push, pull, login, deploy, undeploy, status, logs, demo, bench))
 ns.add_collection(Collection("registry", registry_up, registry_down, registry_status))

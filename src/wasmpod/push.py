@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from .artifact import CONFIG_BYTES, Artifact, check_krustlet_manifest, sha256_digest
+from .artifact import CONFIG_BYTES, Artifact, check_krustlet_manifest, compose_artifact, provenance_from_git, sha256_digest
+from .build import BuiltModule
 from .credentials import Credentials, resolve_credentials
 from .errors import UserError
 from .local_registry import LocalRegistry
 from .oci_client import ProgressCallback, RegistryClient, Transport
+from .project import Project
 from .reference import ImageReference
 from .settings import RegistrySettings
 
@@ -157,3 +159,12 @@ def connect(registry_dir: Path | None, settings: RegistrySettings, environ: dict
         credentials = resolve_credentials(address, environ)
     transport = Transport.choose(address, settings.plain_http, settings.insecure, settings.ca_file)
     return RegistryClient(address, transport, credentials or None)
+
+
+def push_module(project: Project, module: BuiltModule, settings: RegistrySettings, environ: dict[str, str]) -> Transfer:
+    """`invoke push`: the built module to the settings' registry, tagged v<crate version> by default."""
+    client = connect(project.registry_dir, settings, environ)
+    target = ImageReference(client.registry, settings.repository, settings.tag_for(project.crate_version))
+    provenance = provenance_from_git(project.root, project.crate_version, environ)
+    artifact = compose_artifact(module.path, provenance, layer_digest=f"sha256:{module.sha256}")
+    return push_artifact(client, target, artifact, terminal_progress(f"uploading {module.path.name}"))
