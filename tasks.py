@@ -9,7 +9,7 @@
     invoke undeploy  stop and delete what deploy started
     invoke status    what runs on the local node;  invoke logs: its output
     invoke registry.up / registry.down / registry.status    the embedded local registry
-    invoke demo      the main job: build, then fractalify examples/images into out/examples
+    invoke demo      the main job: build push deploy on the defaults, then show the fractalified examples
     invoke bench     the benchmark table (module size, compile time, wasm vs native)
 """
 
@@ -25,7 +25,8 @@ from wasmpod.cli import print_json, task
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLE_IMAGES = ROOT / "examples" / "images"
-DEMO_OUTPUT = ROOT / "out" / "examples"
+DEMO_INPUT = ROOT / "out" / "demo" / "input"
+DEMO_OUTPUT = ROOT / "out" / "demo" / "output"
 
 
 def _project():
@@ -73,17 +74,27 @@ def run(c, input, output, once=False, interval=None, c_=None, max_iter=None, cha
 
 @task
 def demo(c):
-    """The main job: build the module, then fractalify examples/images into out/examples."""
+    """The main job: build, push to the local registry, deploy on the local node, show the results."""
+    from dataclasses import replace
+
     from wasmpod.build import build_module
-    from wasmpod.localrun import run_on_directories
+    from wasmpod.deploy import deploy_workload
+    from wasmpod.demo import prepare_demo_input, wait_for_outputs
+    from wasmpod.push import push_module
 
     project = _project()
+    environ = dict(os.environ)
+    registry = _registry_settings(c)
     module = build_module(project)
-    print(f"module: {module.path} ({module.size} bytes)")
-    result = run_on_directories(module.path, project.crate_name, EXAMPLE_IMAGES, DEMO_OUTPUT, ["--once"], dict(os.environ))
-    if result.status == 0:
-        print(f"fractalified images are in {DEMO_OUTPUT}")
-    _finish(result)
+    print(f"built {module.path} ({module.size:,} bytes)")
+    print("\n".join(push_module(project, module, registry, environ).lines()))
+    prepare_demo_input(EXAMPLE_IMAGES, DEMO_INPUT)
+    settings = replace(_deploy_settings(c), input_dir=str(DEMO_INPUT), output_dir=str(DEMO_OUTPUT), target="local")
+    print(deploy_workload(project, registry, settings, environ, dry_run=False).text)
+    for path in wait_for_outputs(DEMO_INPUT, DEMO_OUTPUT):
+        print(f"  {path}")
+    print(f"fractalified images are in {DEMO_OUTPUT}; drop more into {DEMO_INPUT} and they come out too, "
+          "until `invoke undeploy`")
 
 
 @task(help={"runs": "runs per measurement (the table shows medians)"})
