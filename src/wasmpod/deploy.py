@@ -149,7 +149,7 @@ def apply_local(project: Project, rendered: Rendered, registry: RegistrySettings
 
 
 def node_state_dir(project: Project) -> Path:
-    return project.cache_dir / "node"
+    return project.node_dir
 
 
 def undeploy(project: Project, registry: RegistrySettings, settings: DeploySettings, environ: dict[str, str]) -> str:

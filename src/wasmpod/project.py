@@ -17,9 +17,14 @@ class Project:
     crate_dir: Path
     crate_name: str
     crate_version: str
+    # Where the embedded local registry and the local node keep their state; a PoC made with
+    # `invoke new` points both at the toolchain's, so all projects share one registry and node.
+    registry_dir: Path
+    node_dir: Path
 
     @classmethod
-    def at(cls, root: Path, crate: str | None = None) -> "Project":
+    def at(cls, root: Path, crate: str | None = None, registry_dir: Path | None = None,
+           node_dir: Path | None = None) -> "Project":
         """The project at `root`; its crate is `src/<crate>` (default: the only crate under `src/`)."""
         root = root.resolve()
         if crate is None:
@@ -34,16 +39,13 @@ class Project:
             package = tomllib.loads(manifest.read_text())["package"]
         except (OSError, tomllib.TOMLDecodeError, KeyError) as error:
             raise UserError(f"cannot read the crate manifest {manifest}: {error}") from None
-        return cls(root=root, crate_dir=crate_dir, crate_name=package["name"], crate_version=package["version"])
+        return cls(root=root, crate_dir=crate_dir, crate_name=package["name"], crate_version=package["version"],
+                   registry_dir=registry_dir or root / "registry", node_dir=node_dir or root / ".cache" / "node")
 
     @property
     def module_file_name(self) -> str:
-        return f"{self.crate_name.replace('-', '_')}.wasm"
-
-    @property
-    def registry_dir(self) -> Path:
-        """The embedded local registry's configuration (and, git-ignored, its data)."""
-        return self.root / "registry"
+        """cargo names a binary's module after the crate, dashes kept."""
+        return f"{self.crate_name}.wasm"
 
     @property
     def cache_dir(self) -> Path:

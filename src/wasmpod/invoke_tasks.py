@@ -1,0 +1,267 @@
+"""The toolchain's invoke tasks, shared by fractalify and every PoC made with `invoke new`.
+
+A project's `tasks.py` lists its own tasks and calls `toolchain_collection(root, crate, *tasks)`;
+each task here parses its flags, calls one library function, and prints. The project (its root,
+crate, local registry and local node) comes from the collection's configuration, `wasmpod.*`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from invoke import Collection, Task
+
+from .cli import print_json, task
+
+
+def project_of(c):
+    """The project these tasks work on, from the `wasmpod` configuration section."""
+    from .project import Project
+
+    section = c.config.wasmpod
+    return Project.at(Path(section.root), section.crate,
+                      registry_dir=Path(section.registry_dir) if section.registry_dir else None,
+                      node_dir=Path(section.node_dir) if section.node_dir else None)
+
+
+@task(help={
+    "formats": "build only these cargo features: fractalify's image formats, e.g. png,jpeg (default: all)",
+    "json": "print path, size and sha256 as JSON instead of the path",
+})
+def build(c, formats=None, json=False):
+    """Compile the fractal core to a wasm32-wasi module (release); a no-op when nothing changed."""
+    from .build import BuildRequest, build_module, parse_feature_list
+
+    module = build_module(project_of(c), BuildRequest(features=parse_feature_list(formats)))
+    if json:
+        print_json(module.as_json())
+    else:
+        print(module.path)
+
+
+@task(iterable=["arg"], help={
+    "input": "host directory to read (mounted at /input_dir)",
+    "output": "host directory to write into (mounted at /output_dir); created if missing",
+    "once": "process what is there now, then exit",
+    "interval": "seconds between scans in watch mode",
+    "arg": "one more flag for the module, e.g. --arg=--verbose; repeatable",
+})
+def run(c, input, output, once=False, interval=None, arg=None):
+    """Run the built module in wasmtime on two host directories, as Krustlet runs its Pod."""
+    flags = (["--once"] if once else []) + (["--interval", str(interval)] if interval else []) + list(arg or [])
+    run_module_on(c, Path(input), Path(output), flags)
+
+
+def run_module_on(c, input_dir: Path, output_dir: Path, flags: list[str]) -> None:
+    """Builds (a no-op when unchanged) and runs the module; its exit status becomes ours."""
+    from .build import build_module
+    from .localrun import run_on_directories
+
+    project = project_of(c)
+    module = build_module(project)
+    finish(run_on_directories(module.path, project.crate_name, input_dir, output_dir, flags, dict(os.environ)))
+
+
+REGISTRY_HELP = {
+    "registry": "registry host[:port] (default: registry.address, else the embedded local registry)",
+    "repository": "repository name (default: registry.repository)",
+    "tag": "tag (default: registry.tag, else v + the crate version)",
+    "plain_http": "talk plain HTTP (default for loopback registries only)",
+    "insecure": "skip TLS certificate verification",
+    "ca_file": "CA bundle that signed the registry's certificate",
+    "port": "port of the embedded local registry (default: registry.local_port, 5000)",
+    "json": "print JSON instead of lines",
+}
+
+
+def _registry_help(*names: str, **more: str) -> dict[str, str]:
+    return {**{name: REGISTRY_HELP[name] for name in names}, **more}
+
+
+def registry_settings_of(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False,
+                       ca_file=None, port=None):
+    """The registry settings: invoke's configuration layers, then these flags."""
+    from .config import registry_settings
+
+    return registry_settings(c.config, {"address": registry, "repository": repository, "tag": tag,
+                                        "plain_http": plain_http or None, "insecure": insecure,
+                                        "ca_file": ca_file, "local_port": port})
+
+
+@task(help=REGISTRY_HELP)
+def push(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None, json=False):
+    """Push the module as an OCI artifact in the layout Krustlet pulls; prints Pushed/Size/Digest."""
+    from .build import build_module
+    from .push import push_module
+
+    project = project_of(c)
+    settings = registry_settings_of(c, registry, repository, tag, plain_http, insecure, ca_file, port)
+    pushed = push_module(project, build_module(project), settings, dict(os.environ))
+    if json:
+        print_json(pushed.as_json())
+    else:
+        print("\n".join(pushed.lines()))
+
+
+@task(auto_shortflags=True, help=_registry_help("plain_http", "insecure", "ca_file", "json",
+                          reference="REGISTRY/REPOSITORY[:TAG][@DIGEST]", output="file or directory to write"))
+def pull(c, reference, output=None, plain_http=False, insecure=False, ca_file=None, json=False):
+    """Fetch a module by reference, verify its digests, and write it; prints Pulled/Size/Digest."""
+    from .push import connect, pull_module
+    from .reference import parse_reference
+
+    source = parse_reference(reference)
+    settings = registry_settings_of(c, source.registry, source.repository, None, plain_http, insecure, ca_file)
+    client = connect(project_of(c).registry_dir, settings, dict(os.environ))
+    pulled = pull_module(client, source, Path(output) if output else None)
+    if json:
+        print_json(pulled.as_json())
+    else:
+        print("\n".join(pulled.lines()))
+
+
+@task(help=_registry_help("registry", "plain_http", "insecure", "ca_file",
+                          username="user name (default: $REGISTRY_USERNAME, else asked)",
+                          password_stdin="read the password from standard input (default: $REGISTRY_PASSWORD, else asked)"))
+def login(c, registry, username=None, password_stdin=False, plain_http=False, insecure=False, ca_file=None):
+    """Check credentials against a registry, then save them where docker keeps them."""
+    from .login import login_to_registry
+
+    settings = registry_settings_of(c, registry, None, None, plain_http, insecure, ca_file)
+    print(login_to_registry(settings, username, sys.stdin if password_stdin else None, dict(os.environ)))
+
+
+@task(name="up", help={"port": REGISTRY_HELP["port"]})
+def registry_up(c, port=None):
+    """Start the embedded local registry on 127.0.0.1 (no-op when it is running)."""
+    from .local_registry import LocalRegistry
+
+    print(LocalRegistry(project_of(c).registry_dir, registry_settings_of(c, port=port).local_port).up().describe())
+
+
+@task(name="down", help={"port": REGISTRY_HELP["port"]})
+def registry_down(c, port=None):
+    """Stop the embedded local registry (its data stays in registry/data)."""
+    from .local_registry import LocalRegistry
+
+    print(LocalRegistry(project_of(c).registry_dir, registry_settings_of(c, port=port).local_port).down().describe())
+
+
+@task(name="status", help={"port": REGISTRY_HELP["port"]})
+def registry_status(c, port=None):
+    """Say whether the embedded local registry is running, and where its data is."""
+    from .local_registry import LocalRegistry
+
+    print(LocalRegistry(project_of(c).registry_dir, registry_settings_of(c, port=port).local_port).status().describe())
+
+
+DEPLOY_HELP = {
+    **REGISTRY_HELP,
+    "pin": "refer to the image by the digest the registry holds",
+    "pull_secret": "name of the image pull Secret the Pod uses",
+    "create_pull_secret": "render that Secret from push's credentials (mode 0600, never printed)",
+    "input_dir": "host path (or pvc:NAME) mounted at /input_dir (default /input_dir)",
+    "output_dir": "host path (or pvc:NAME) mounted at /output_dir (default /output_dir)",
+    "kind": "pod, job or deployment",
+    "name": "the workload's name (DNS-1123)",
+    "namespace": "the namespace",
+    "env": "KEY=VALUE for the core (e.g. FRACTALIFY_C=-0.8,0.156); repeatable",
+    "target": "local (the embedded node) or kubectl (the current cluster)",
+    "context": "kubectl context (default: the current one)",
+    "out": "also write the rendered files into this directory",
+    "dry_run": "print the rendered YAML on stdout and change nothing",
+    "replicas": "Deployment replicas",
+    "parallelism": "Job pods running at once",
+    "completions": "Job runs in all (more than 1: an Indexed Job)",
+}
+
+
+def deploy_settings_of(c, **flags):
+    from .config import deploy_settings
+
+    return deploy_settings(c.config, flags, Path(c.config.wasmpod.root))
+
+
+@task(iterable=["env"], help=DEPLOY_HELP)
+def deploy(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None,
+           pin=False, pull_secret=None, create_pull_secret=False, input_dir=None, output_dir=None, kind=None,
+           name=None, namespace=None, env=None, target=None, context=None, out=None, dry_run=False,
+           replicas=None, parallelism=None, completions=None, json=False):
+    """Render the Pod (or Job, Deployment, pull Secret) and apply it: to the local node or with kubectl."""
+    from .deploy import deploy_workload
+
+    project = project_of(c)
+    registry_settings = registry_settings_of(c, registry, repository, tag, plain_http, insecure, ca_file, port)
+    settings = deploy_settings_of(c, pin=pin, pull_secret=pull_secret, create_pull_secret=create_pull_secret,
+                                input_dir=input_dir, output_dir=output_dir, kind=kind, name=name,
+                                namespace=namespace, env=env, target=target, context=context, out=out,
+                                replicas=replicas, parallelism=parallelism, completions=completions)
+    report = deploy_workload(project, registry_settings, settings, dict(os.environ), dry_run=dry_run)
+    if json and not dry_run:
+        print_json(report.as_json())
+    else:
+        print(report.text, end="" if dry_run else "\n")
+    if report.failed:
+        from invoke import Exit
+
+        raise Exit(code=1)
+
+
+@task(help=_registry_help("registry", "repository", "tag", "port", name=DEPLOY_HELP["name"],
+                          namespace=DEPLOY_HELP["namespace"], target=DEPLOY_HELP["target"],
+                          context=DEPLOY_HELP["context"], kind=DEPLOY_HELP["kind"]))
+def undeploy(c, registry=None, repository=None, tag=None, port=None, name=None, namespace=None, target=None,
+             context=None, kind=None):
+    """Stop and delete what deploy started (same --target)."""
+    from .deploy import undeploy as undeploy_workload
+
+    project = project_of(c)
+    settings = deploy_settings_of(c, name=name, namespace=namespace, target=target, context=context, kind=kind)
+    print(undeploy_workload(project, registry_settings_of(c, registry, repository, tag, port=port), settings, dict(os.environ)))
+
+
+@task
+def status(c):
+    """Show what runs on the local node."""
+    from .deploy import local_node_status
+
+    print(local_node_status(project_of(c)))
+
+
+@task(help={"name": DEPLOY_HELP["name"], "namespace": DEPLOY_HELP["namespace"]})
+def logs(c, name=None, namespace=None):
+    """Print the output of a workload on the local node, each line prefixed by its instance."""
+    from .deploy import local_node_logs
+
+    settings = deploy_settings_of(c, name=name, namespace=namespace)
+    print(local_node_logs(project_of(c), settings))
+
+
+def finish(result) -> None:
+    from invoke import Exit
+
+    if result.trap:
+        raise Exit(f"error: the module trapped: {result.trap}", code=1)
+    if result.status != 0:
+        raise Exit(code=result.status)
+
+
+def toolchain_collection(root: Path, crate: str, *project_tasks: Task) -> Collection:
+    """The toolchain's tasks plus the project's own (which replace ours of the same name),
+    configured for the project at `root` whose crate is `src/<crate>`."""
+    from .config import collection_defaults
+
+    own = {t.name for t in project_tasks}
+    shared = [t for t in (build, run, push, pull, login, deploy, undeploy, status, logs) if t.name not in own]
+    collection = Collection(*shared, *project_tasks)
+    collection.add_collection(Collection("registry", registry_up, registry_down, registry_status))
+    # Every key has a default here, so invoke.yaml, INVOKE_* variables and -f FILE can set it;
+    # the chain executor hands a flag given once to every task of the chain that takes it.
+    collection.configure({
+        **collection_defaults(crate, crate),
+        "wasmpod": {"root": str(root), "crate": crate, "registry_dir": None, "node_dir": None},
+        "tasks": {"executor_class": "wasmpod.chain.ChainExecutor"},
+    })
+    return collection
