@@ -18,6 +18,8 @@ MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.wasm.config.v1+json"
 LAYER_MEDIA_TYPE = "application/vnd.wasm.content.layer.v1+wasm"
 CONFIG_BYTES = b"{}"
+# Which build an artifact carries: "mvp" loads on Krustlet's wasmtime 0.30, "simd128" needs 0.33+.
+WASM_FEATURES_ANNOTATION = "io.wasmpod.wasm.features"
 # Media types a pull accepts for the manifest (what Krustlet and wasm-to-oci send).
 MANIFEST_ACCEPT = ", ".join([MANIFEST_MEDIA_TYPE, "application/vnd.docker.distribution.manifest.v2+json"])
 
@@ -70,10 +72,14 @@ class Provenance:
     revision: str | None = None
     version: str | None = None
     created: str | None = None
+    # The WebAssembly features the module needs beyond the MVP ("simd128"), or None.
+    wasm_features: str | None = None
 
     def annotations(self) -> dict[str, str]:
         fields = {"source": self.source, "revision": self.revision, "version": self.version, "created": self.created}
-        return {f"org.opencontainers.image.{name}": value for name, value in fields.items() if value}
+        annotations = {f"org.opencontainers.image.{name}": value for name, value in fields.items() if value}
+        annotations[WASM_FEATURES_ANNOTATION] = self.wasm_features or "mvp"
+        return annotations
 
 
 def compose_artifact(module: Path, provenance: Provenance, layer_digest: str | None = None) -> Artifact:

@@ -19,16 +19,17 @@ from .toolchain import Toolchain, find_toolchain
 
 @dataclass(frozen=True)
 class BuildRequest:
-    """What to build: the crate's default features, or exactly `features`."""
+    """What to build: the crate's default features, or exactly `features`; `simd` adds
+    WebAssembly SIMD (for wasmtime 0.33+, runwasi, SpinKube; Krustlet's wasmtime 0.30 refuses it)."""
 
     features: tuple[str, ...] | None = None
+    simd: bool = False
 
     @property
     def variant(self) -> str:
         """Names the build, so variants keep separate outputs and do not rebuild each other."""
-        if self.features is None:
-            return "default"
-        return "features-" + "-".join(self.features) if self.features else "features-none"
+        name = "default" if self.features is None else "features-" + ("-".join(self.features) or "none")
+        return f"simd-{name}" if self.simd else name
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,11 @@ class BuiltModule:
     sha256: str
     rebuilt: bool
 
+    simd: bool = False
+
     def as_json(self) -> dict[str, object]:
-        return {"path": str(self.path), "size": self.size, "sha256": self.sha256, "rebuilt": self.rebuilt}
+        return {"path": str(self.path), "size": self.size, "sha256": self.sha256, "rebuilt": self.rebuilt,
+                "simd": self.simd}
 
 
 def build_module(project: Project, request: BuildRequest = BuildRequest(), log: TextIO = sys.stderr) -> BuiltModule:
@@ -47,7 +51,7 @@ def build_module(project: Project, request: BuildRequest = BuildRequest(), log: 
     check_features(project, request)
     stamp_path = project.cache_dir / "build" / f"{request.variant}.json"
     fingerprint = source_fingerprint(project.crate_dir, request)
-    fresh = _fresh_module(stamp_path, fingerprint)
+    fresh = _fresh_module(stamp_path, fingerprint, request.simd)
     if fresh is not None:
         return fresh
 
@@ -61,6 +65,8 @@ def build_module(project: Project, request: BuildRequest = BuildRequest(), log: 
     if request.features is not None:
         command += ["--no-default-features", "--features", ",".join(request.features)]
     env = {**os.environ, "RUSTC": str(toolchain.rustc)}
+    if request.simd:
+        env["RUSTFLAGS"] = (env.get("RUSTFLAGS", "") + " -C target-feature=+simd128").strip()
     print(f"building {project.crate_name} for {toolchain.target} with {toolchain.rustc}", file=log, flush=True)
     # cargo's progress goes to our stderr, so stdout keeps only the result.
     result = subprocess.run(command, env=env, stdout=log, stderr=log)
@@ -70,7 +76,7 @@ def build_module(project: Project, request: BuildRequest = BuildRequest(), log: 
         raise UserError(f"cargo succeeded but {module} is missing: is the crate a binary named {project.crate_name}?")
 
     data = module.read_bytes()
-    built = BuiltModule(module, len(data), hashlib.sha256(data).hexdigest(), rebuilt=True)
+    built = BuiltModule(module, len(data), hashlib.sha256(data).hexdigest(), rebuilt=True, simd=request.simd)
     stamp_path.parent.mkdir(parents=True, exist_ok=True)
     stamp = {
         "fingerprint": fingerprint,
@@ -136,7 +142,7 @@ def source_fingerprint(crate_dir: Path, request: BuildRequest) -> str:
     return digest.hexdigest()
 
 
-def _fresh_module(stamp_path: Path, fingerprint: str) -> BuiltModule | None:
+def _fresh_module(stamp_path: Path, fingerprint: str, simd: bool) -> BuiltModule | None:
     """The module of the last build when its sources, toolchain and output are unchanged."""
     try:
         stamp = json.loads(stamp_path.read_text())
@@ -151,7 +157,7 @@ def _fresh_module(stamp_path: Path, fingerprint: str) -> BuiltModule | None:
         return None
     if not unchanged:
         return None
-    return BuiltModule(module, stamp["module"]["size"], stamp["module"]["sha256"], rebuilt=False)
+    return BuiltModule(module, stamp["module"]["size"], stamp["module"]["sha256"], rebuilt=False, simd=simd)
 
 
 def _forget_lock_of_other_source(project: Project, toolchain: Toolchain) -> None:

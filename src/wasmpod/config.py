@@ -42,6 +42,7 @@ DEPLOY_DEFAULTS: dict[str, Any] = {
     "completions": 1,
     "out": None,
     "templates": "templates/k8s",
+    "simd": False,  # deploy the SIMD build (tag suffix -simd): not for Krustlet's wasmtime 0.30
 }
 
 TARGETS = ("local", "kubectl")
@@ -137,6 +138,7 @@ class DeploySettings:
     completions: int
     out: Path | None
     templates: Path
+    simd: bool = False
 
 
 def parse_env_pairs(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -190,4 +192,5 @@ def deploy_settings(config: Any, flags: Mapping[str, Any], root: Path) -> Deploy
         completions=_as_int(values["completions"], "deploy.completions", 1, 100000),
         out=Path(out) if out else None,
         templates=templates if templates.is_absolute() else root / templates,
+        simd=_as_bool(values["simd"], "deploy.simd"),
     )

@@ -47,8 +47,8 @@ def _redact_line(line: str) -> str:
     return f'{key}.dockerconfigjson: "{REDACTED}"' if sep else line
 
 
-def image_reference(project: Project, registry: RegistrySettings, address: str) -> ImageReference:
-    return ImageReference(address, registry.repository, registry.tag_for(project.crate_version))
+def image_reference(project: Project, registry: RegistrySettings, address: str, simd: bool) -> ImageReference:
+    return ImageReference(address, registry.repository, registry.tag_for(project.crate_version, simd))
 
 
 def local_address(registry: RegistrySettings) -> str:
@@ -60,7 +60,7 @@ def render_deployment(project: Project, registry: RegistrySettings, settings: De
     """Everything before applying: the image (checked to exist in its registry, unless a dry run;
     pinned to the digest the registry holds with --pin), the pull Secret, the rendered and
     checked manifests."""
-    image = image_reference(project, registry, local_address(registry))
+    image = image_reference(project, registry, local_address(registry), settings.simd)
     if settings.pin or not dry_run:
         if dry_run:
             # A dry run changes nothing: it asks the local registry but does not start it.

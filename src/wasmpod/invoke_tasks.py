@@ -29,12 +29,13 @@ def project_of(c):
 @task(help={
     "formats": "build only these cargo features: fractalify's image formats, e.g. png,jpeg (default: all)",
     "json": "print path, size and sha256 as JSON instead of the path",
+    "simd": "build with WebAssembly SIMD for wasmtime 0.33+, runwasi, SpinKube (not Krustlet's 0.30)",
 })
-def build(c, formats=None, json=False):
+def build(c, formats=None, json=False, simd=False):
     """Compile the fractal core to a wasm32-wasi module (release); a no-op when nothing changed."""
     from .build import BuildRequest, build_module, parse_feature_list
 
-    module = build_module(project_of(c), BuildRequest(features=parse_feature_list(formats)))
+    module = build_module(project_of(c), BuildRequest(features=parse_feature_list(formats), simd=simd))
     if json:
         print_json(module.as_json())
     else:
@@ -90,15 +91,16 @@ def registry_settings_of(c, registry=None, repository=None, tag=None, plain_http
                                         "ca_file": ca_file, "local_port": port})
 
 
-@task(help=REGISTRY_HELP)
-def push(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None, json=False):
+@task(help={**REGISTRY_HELP, "simd": "push the SIMD build (tag suffix -simd)"})
+def push(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None, json=False,
+         simd=False):
     """Push the module as an OCI artifact in the layout Krustlet pulls; prints Pushed/Size/Digest."""
-    from .build import build_module
+    from .build import BuildRequest, build_module
     from .push import push_module
 
     project = project_of(c)
     settings = registry_settings_of(c, registry, repository, tag, plain_http, insecure, ca_file, port)
-    pushed = push_module(project, build_module(project), settings, dict(os.environ))
+    pushed = push_module(project, build_module(project, BuildRequest(simd=simd)), settings, dict(os.environ))
     if json:
         print_json(pushed.as_json())
     else:
@@ -175,6 +177,7 @@ DEPLOY_HELP = {
     "replicas": "Deployment replicas",
     "parallelism": "Job pods running at once",
     "completions": "Job runs in all (more than 1: an Indexed Job)",
+    "simd": "deploy the SIMD build (tag suffix -simd); Krustlet's wasmtime 0.30 cannot run it",
 }
 
 
@@ -188,7 +191,7 @@ def deploy_settings_of(c, **flags):
 def deploy(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None,
            pin=False, pull_secret=None, create_pull_secret=False, input_dir=None, output_dir=None, kind=None,
            name=None, namespace=None, env=None, target=None, context=None, out=None, dry_run=False,
-           replicas=None, parallelism=None, completions=None, json=False):
+           replicas=None, parallelism=None, completions=None, json=False, simd=False):
     """Render the Pod (or Job, Deployment, pull Secret) and apply it: to the local node or with kubectl."""
     from .deploy import deploy_workload
 
@@ -197,7 +200,7 @@ def deploy(c, registry=None, repository=None, tag=None, plain_http=False, insecu
     settings = deploy_settings_of(c, pin=pin, pull_secret=pull_secret, create_pull_secret=create_pull_secret,
                                 input_dir=input_dir, output_dir=output_dir, kind=kind, name=name,
                                 namespace=namespace, env=env, target=target, context=context, out=out,
-                                replicas=replicas, parallelism=parallelism, completions=completions)
+                                replicas=replicas, parallelism=parallelism, completions=completions, simd=simd)
     report = deploy_workload(project, registry_settings, settings, dict(os.environ), dry_run=dry_run)
     if json and not dry_run:
         print_json(report.as_json())
@@ -257,11 +260,10 @@ def toolchain_collection(root: Path, crate: str, *project_tasks: Task) -> Collec
     shared = [t for t in (build, run, push, pull, login, deploy, undeploy, status, logs) if t.name not in own]
     collection = Collection(*shared, *project_tasks)
     collection.add_collection(Collection("registry", registry_up, registry_down, registry_status))
-    # Every key has a default here, so invoke.yaml, INVOKE_* variables and -f FILE can set it;
-    # the chain executor hands a flag given once to every task of the chain that takes it.
+    # Every key has a default here, so invoke.yaml, INVOKE_* variables and -f FILE can set it.
+    # (The chain executor is named in the project's invoke.yaml: invoke picks it before this runs.)
     collection.configure({
         **collection_defaults(crate, crate),
         "wasmpod": {"root": str(root), "crate": crate, "registry_dir": None, "node_dir": None},
-        "tasks": {"executor_class": "wasmpod.chain.ChainExecutor"},
     })
     return collection

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -164,7 +164,8 @@ def connect(registry_dir: Path | None, settings: RegistrySettings, environ: dict
 def push_module(project: Project, module: BuiltModule, settings: RegistrySettings, environ: dict[str, str]) -> Transfer:
     """`invoke push`: the built module to the settings' registry, tagged v<crate version> by default."""
     client = connect(project.registry_dir, settings, environ)
-    target = ImageReference(client.registry, settings.repository, settings.tag_for(project.crate_version))
-    provenance = provenance_from_git(project.root, project.crate_version, environ)
+    target = ImageReference(client.registry, settings.repository, settings.tag_for(project.crate_version, module.simd))
+    provenance = replace(provenance_from_git(project.root, project.crate_version, environ),
+                         wasm_features="simd128" if module.simd else None)
     artifact = compose_artifact(module.path, provenance, layer_digest=f"sha256:{module.sha256}")
     return push_artifact(client, target, artifact, terminal_progress(f"uploading {module.path.name}"))

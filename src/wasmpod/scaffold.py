@@ -46,6 +46,7 @@ def poc_config(toolchain_config: dict, name: str, toolchain_root: Path) -> dict:
     if deploy.get("pull_secret") and str(deploy["pull_secret"]).startswith("fractalify"):
         deploy["pull_secret"] = None
     return {
+        "tasks": {"executor_class": "wasmpod.chain.ChainExecutor"},
         "registry": registry,
         "deploy": deploy,
         "wasmpod": {"registry_dir": str(toolchain_root / "registry"), "node_dir": str(toolchain_root / ".cache" / "node")},

@@ -9,6 +9,9 @@ from .errors import UserError
 from .reference import check_registry, check_repository, check_tag
 
 
+SIMD_TAG_SUFFIX = "-simd"
+
+
 @dataclass(frozen=True)
 class RegistrySettings:
     """Where push, pull and deploy find the registry, and how to talk to it."""
@@ -32,5 +35,8 @@ class RegistrySettings:
         if self.insecure and self.ca_file:
             raise UserError("--insecure skips TLS verification, so --ca-file would be ignored: give one of them")
 
-    def tag_for(self, crate_version: str) -> str:
-        return self.tag or f"v{crate_version}"
+    def tag_for(self, crate_version: str, simd: bool = False) -> str:
+        """The tag: given, or v<crate version>; a SIMD build's carries `-simd`, so the two builds
+        of one version never overwrite each other."""
+        tag = self.tag or f"v{crate_version}"
+        return f"{tag}{SIMD_TAG_SUFFIX}" if simd and not tag.endswith(SIMD_TAG_SUFFIX) else tag

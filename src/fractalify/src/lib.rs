@@ -123,9 +123,76 @@ pub fn fractalify(pixels: &mut [u8], width: u32, height: u32, channels: usize, p
     }
 }
 
+/// Which kernel this build runs: WebAssembly SIMD (four pixels per instruction) when compiled
+/// with `+simd128`, the plain one-pixel loop with the `plain-kernel` feature (the baseline the
+/// benchmark compares against), else four scalar pixels in flight. All give identical bytes.
+pub const KERNEL: &str = if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
+    "simd128"
+} else if cfg!(feature = "plain-kernel") {
+    "plain"
+} else {
+    "scalar-4"
+};
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn fractalify_row(row: &mut [u8], columns: &[f32], zi0: f32, channels: usize, offset: usize, p: &JuliaParams) {
+    let full = columns.len() / 4 * 4;
+    for x in (0..full).step_by(4) {
+        let counts = simd::escape_counts4([columns[x], columns[x + 1], columns[x + 2], columns[x + 3]], zi0, p.cr, p.ci, p.max_iter);
+        for (lane, count) in counts.iter().enumerate() {
+            row[(x + lane) * channels + offset] = *count;
+        }
+    }
+    for x in full..columns.len() {
+        row[x * channels + offset] = escape_count(columns[x], zi0, p.cr, p.ci, p.max_iter);
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd {
+    use core::arch::wasm32::*;
+
+    /// The contract's loop on four lanes at once: a lane that has escaped keeps its z (selected,
+    /// not updated) and stops counting, exactly where the scalar loop would stop.
+    #[inline(always)]
+    pub fn escape_counts4(zr0: [f32; 4], zi0: f32, cr: f32, ci: f32, max_iter: u8) -> [u8; 4] {
+        let (cr, ci, two, four) = (f32x4_splat(cr), f32x4_splat(ci), f32x4_splat(2.0), f32x4_splat(4.0));
+        let mut zr = f32x4(zr0[0], zr0[1], zr0[2], zr0[3]);
+        let mut zi = f32x4_splat(zi0);
+        let mut n = i32x4_splat(0);
+        for _ in 0..max_iter {
+            let zr2 = f32x4_mul(zr, zr);
+            let zi2 = f32x4_mul(zi, zi);
+            let active = f32x4_le(f32x4_add(zr2, zi2), four);
+            if !v128_any_true(active) {
+                break;
+            }
+            let t = f32x4_add(f32x4_sub(zr2, zi2), cr);
+            let next_zi = f32x4_add(f32x4_mul(f32x4_mul(two, zr), zi), ci);
+            zr = v128_bitselect(t, zr, active);
+            zi = v128_bitselect(next_zi, zi, active);
+            n = i32x4_sub(n, active); // an active lane's mask is -1
+        }
+        [
+            i32x4_extract_lane::<0>(n) as u8,
+            i32x4_extract_lane::<1>(n) as u8,
+            i32x4_extract_lane::<2>(n) as u8,
+            i32x4_extract_lane::<3>(n) as u8,
+        ]
+    }
+}
+
+#[cfg(all(feature = "plain-kernel", not(all(target_arch = "wasm32", target_feature = "simd128"))))]
+fn fractalify_row(row: &mut [u8], columns: &[f32], zi0: f32, channels: usize, offset: usize, p: &JuliaParams) {
+    for (x, zr0) in columns.iter().enumerate() {
+        row[x * channels + offset] = escape_count(*zr0, zi0, p.cr, p.ci, p.max_iter);
+    }
+}
+
 /// One row, four pixels in flight: the four recurrences are independent, so their latencies
 /// overlap instead of adding up. Each lane stops counting when it escapes, so the result is
 /// identical to `escape_count` pixel by pixel.
+#[cfg(not(any(feature = "plain-kernel", all(target_arch = "wasm32", target_feature = "simd128"))))]
 fn fractalify_row(row: &mut [u8], columns: &[f32], zi0: f32, channels: usize, offset: usize, p: &JuliaParams) {
     const LANES: usize = 4;
     let mut x = 0;
@@ -149,6 +216,7 @@ fn fractalify_row(row: &mut [u8], columns: &[f32], zi0: f32, channels: usize, of
 }
 
 /// Four starting points on one row (same imaginary part), iterated together.
+#[cfg(not(any(feature = "plain-kernel", all(target_arch = "wasm32", target_feature = "simd128"))))]
 #[inline(always)]
 fn escape_counts4(zr0: [f32; 4], zi0: f32, cr: f32, ci: f32, max_iter: u8) -> [u8; 4] {
     let mut zr = zr0;

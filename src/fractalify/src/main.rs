@@ -45,12 +45,13 @@ fn main() {
         }
     }
     println!(
-        "fractalify {}: {} {} -> {} (formats: {}; c={},{}; max-iter {}; channel {:?}; instance {})",
+        "fractalify {}: {} {} -> {} (formats: {}; kernel {}; c={},{}; max-iter {}; channel {:?}; instance {})",
         env!("CARGO_PKG_VERSION"),
         if options.once { "processing" } else { "watching" },
         options.input_dir.display(),
         options.output_dir.display(),
         codec::built_formats().join(" "),
+        fractalify::KERNEL,
         options.params.cr,
         options.params.ci,
         options.params.max_iter,
