@@ -116,7 +116,23 @@ pub fn decode(bytes: &[u8], format: Format, max_pixels: u64) -> Result<DynamicIm
     limits.max_image_height = Some(height);
     limits.max_alloc = Some(pixels.saturating_mul(8).saturating_add(1 << 20));
     reader.limits(limits);
-    reader.decode().map_err(|e| describe(format, e))
+    let image = reader.decode().map_err(|e| describe(format, e))?;
+    // The image crate decodes every lossless WebP as RGBA; one whose header says it has no
+    // alpha is RGB, as other decoders (and the contract's "RGBA with alpha") have it.
+    if format == Format::WebP && image.color().has_alpha() && !webp_declares_alpha(bytes) {
+        return Ok(DynamicImage::ImageRgb8(image.into_rgb8()));
+    }
+    Ok(image)
+}
+
+/// Whether a WebP file's header says it carries alpha: the VP8L `alpha_is_used` bit, or the
+/// VP8X alpha flag. (A simple lossy `VP8 ` file has none.)
+fn webp_declares_alpha(bytes: &[u8]) -> bool {
+    match bytes.get(12..16) {
+        Some(b"VP8L") => bytes.get(21..25).map_or(true, |b| (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) >> 28) & 1 == 1),
+        Some(b"VP8X") => bytes.get(20).map_or(true, |flags| flags & 0x10 != 0),
+        _ => false,
+    }
 }
 
 fn describe(format: Format, error: image::ImageError) -> String {

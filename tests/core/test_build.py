@@ -1,0 +1,57 @@
+"""`invoke build`: the path last, --json, no rebuild when nothing changed, a clear line when no
+toolchain is there."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, invoke
+from wasmpod.build import BuildRequest, source_fingerprint
+from wasmpod.errors import UserError
+from wasmpod.toolchain import find_toolchain
+
+
+def test_build_prints_the_module_path_last(module):
+    done = invoke("build")
+    assert done.returncode == 0, done.stderr
+    path = Path(done.stdout.strip().splitlines()[-1])
+    assert path == module and path.read_bytes()[:4] == b"\0asm"
+
+
+def test_build_json_describes_the_file_and_an_unchanged_tree_is_not_rebuilt(module):
+    done = invoke("build", "--json")
+    described = json.loads(done.stdout)
+    data = Path(described["path"]).read_bytes()
+    assert described["size"] == len(data)
+    assert described["sha256"] == hashlib.sha256(data).hexdigest()
+    assert described["rebuilt"] is False
+
+
+def test_the_fingerprint_changes_with_a_source_file(tmp_path):
+    crate = tmp_path / "crate"
+    shutil.copytree(ROOT / "src" / "fractalify", crate, ignore=shutil.ignore_patterns("target", "Cargo.lock"))
+    before = source_fingerprint(crate, BuildRequest())
+    assert source_fingerprint(crate, BuildRequest()) == before
+    assert source_fingerprint(crate, BuildRequest(simd=True)) != before
+    main = crate / "src" / "main.rs"
+    main.write_text(main.read_text() + "\n// changed\n")
+    assert source_fingerprint(crate, BuildRequest()) != before
+
+
+def test_no_toolchain_names_what_to_install(tmp_path):
+    with pytest.raises(UserError) as raised:
+        find_toolchain(search_path="", debian_bin=tmp_path)
+    assert "rustup target add wasm32-wasip1" in str(raised.value)
+    assert "apt-get install" in str(raised.value)
+
+
+def test_unknown_formats_are_one_line_without_traceback():
+    done = invoke("build", "--formats", "bogus")
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "bogus" in done.stderr
