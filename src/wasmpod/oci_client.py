@@ -37,7 +37,8 @@ ProgressCallback = Callable[[int, int], None]  # (bytes sent so far, total)
 
 @dataclass(frozen=True)
 class Transport:
-    """How to reach a registry: plain HTTP for loopback by default, HTTPS otherwise."""
+    """How to reach a registry: plain HTTP for loopback by default, HTTPS otherwise (and whenever a
+    CA file or --insecure is given)."""
 
     plain_http: bool
     verify: bool | str  # True, False (--insecure) or the path of a CA bundle (--ca-file)
@@ -47,7 +48,8 @@ class Transport:
                ca_file: str | None = None) -> "Transport":
         if ca_file and not Path(ca_file).is_file():
             raise UserError(f"--ca-file {ca_file} does not exist")
-        use_plain = is_loopback(registry) if plain_http is None else plain_http
+        # --ca-file or --insecure only make sense with TLS, so they mean HTTPS even on loopback.
+        use_plain = (is_loopback(registry) and not (ca_file or insecure)) if plain_http is None else plain_http
         verify: bool | str = False if insecure else (str(Path(ca_file).resolve()) if ca_file else True)
         return cls(plain_http=use_plain, verify=verify)
 
@@ -217,7 +219,10 @@ class _BoundedRegistry(oras.provider.Registry):
                 if self.retry_left < delay:
                     raise UserError(f"registry {self.hostname} stopped answering (no reply within {READ_TIMEOUT:.0f} s)") from None
                 response = None
-            if response is not None and (response.status_code not in TRANSIENT_STATUS or self.retry_left < delay):
+            if response is not None and response.status_code in TRANSIENT_STATUS and self.retry_left < delay:
+                raise UserError(f"registry {self.hostname} kept answering {response.status_code} {response.reason} "
+                                f"through {RETRY_BUDGET:.0f} s of retries: it is overloaded or down; try again later")
+            if response is not None and response.status_code not in TRANSIENT_STATUS:
                 if method == "PATCH" and response.status_code in (200, 201, 202, 204) and self.on_progress:
                     self.progress_sent += len(data or b"")
                     self.on_progress(self.progress_sent, self.progress_total)
