@@ -1,84 +1,26 @@
-"""Fixtures for the fractal core's tests: the real module (built once), run in real wasmtime."""
+"""Fixtures for the fractal core's tests; the helpers they use live in coretools.py."""
 
-from __future__ import annotations
-
-import os
-import subprocess
 import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from wasmpod.build import build_module
-from wasmpod.localrun import GUEST_INPUT, GUEST_OUTPUT, WasiRun, run_wasi
-from wasmpod.project import Project
-
-ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).parent))
+
+from coretools import ROOT, run_module  # noqa: E402
+from wasmpod.build import build_module  # noqa: E402
+from wasmpod.project import Project  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def module() -> Path:
+    """The real module, built once per session (a no-op when it is current)."""
     return build_module(Project.at(ROOT, "fractalify")).path
-
-
-@dataclass
-class Run:
-    status: int
-    stdout: str
-    stderr: str
-
-    def wrote(self) -> list[str]:
-        """Relative paths from the `wrote <path> (...)` log lines."""
-        return [line[len("wrote "):].rsplit(" (", 1)[0] for line in self.stdout.splitlines() if line.startswith("wrote ")]
-
-
-def run_module(module: Path, input_dir: Path, output_dir: Path, *flags: str, env: dict | None = None,
-               argv: tuple[str, ...] | None = None) -> Run:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    logs = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-logs-", dir=output_dir.parent))
-    out, err = logs / "stdout", logs / "stderr"
-    argv = argv or ("fractalify", "--once", *flags, GUEST_INPUT, GUEST_OUTPUT)
-    result = run_wasi(WasiRun(module, argv, ((input_dir, GUEST_INPUT), (output_dir, GUEST_OUTPUT)),
-                              env=tuple((env or {}).items()), stdout=out, stderr=err))
-    return Run(result.status, out.read_text(), err.read_text())
 
 
 @pytest.fixture
 def run(module):
-    def go(input_dir: Path, output_dir: Path, *flags: str, **kwargs) -> Run:
+    def go(input_dir: Path, output_dir: Path, *flags: str, **kwargs):
         return run_module(module, input_dir, output_dir, *flags, **kwargs)
 
     return go
-
-
-def noise(height: int, width: int, channels: int, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
-
-
-def save(array: np.ndarray, path: Path, **options) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = {3: "RGB", 4: "RGBA"}[array.shape[2]]
-    Image.fromarray(array, mode).save(path, **options)
-    return path
-
-
-def load(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGBA" if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info else "RGB"))
-
-
-INVOKE = ROOT / ".venv" / "bin" / "invoke"
-
-
-def clean_env() -> dict:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("FRACTALIFY_", "INVOKE_", "REGISTRY_"))}
-
-
-def invoke(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([str(INVOKE), *args], cwd=ROOT, capture_output=True, text=True,
-                          env=kwargs.pop("env", clean_env()), timeout=kwargs.pop("timeout", 600), **kwargs)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, invoke
+from coretools import ROOT, invoke
 from wasmpod.build import BuildRequest, source_fingerprint
 from wasmpod.errors import UserError
 from wasmpod.toolchain import find_toolchain

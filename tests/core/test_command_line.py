@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import noise, run_module, save
+from coretools import noise, run_module, save
 
 
 @pytest.mark.parametrize("flags, words", [

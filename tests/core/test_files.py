@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from conftest import INVOKE, ROOT, clean_env, load, noise, run_module, save
+from coretools import INVOKE, ROOT, clean_env, load, noise, run_module, save
 from reference import expected_pixels
 
 

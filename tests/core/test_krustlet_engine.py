@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, load, noise, run_module, save
+from coretools import ROOT, load, noise, run_module, save
 from reference import expected_pixels
 from wasmpod.build import BuildRequest, build_module
 from wasmpod.project import Project

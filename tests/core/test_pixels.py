@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import load, noise, save
+from coretools import load, noise, save
 from reference import expected_pixels, iteration_counts
 
 SIZES = {"1x1": (1, 1), "tall": (50, 3), "wide": (3, 50), "odd": (23, 37), "larger": (90, 160)}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PASSWORD, USER, Registry, docker_config, free_port, invoke, pushed_fields
+from registries import PASSWORD, USER, Registry, docker_config, free_port, invoke, pushed_fields
 from krustlet_pull import krustlet_pull
 
 SERVICE, ISSUER, REFRESH_TOKEN = "test-registry", "test-issuer", "refresh-6f1c2e"

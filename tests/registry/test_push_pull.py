@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PASSWORD, USER, basic_auth, docker_config, invoke, make_registry, pushed_fields
+from registries import PASSWORD, USER, basic_auth, docker_config, invoke, make_registry, pushed_fields
 from krustlet_pull import Refused, krustlet_pull
 from wasmpod.artifact import Provenance, compose_artifact
 from wasmpod.errors import UserError
@@ -137,7 +137,7 @@ def test_wrong_password_fails_fast_with_one_line_and_no_secret(auth_registry, cl
 
 
 def test_registry_that_is_down_fails_fast_with_one_line(clean_env):
-    from conftest import free_port
+    from registries import free_port
 
     done = invoke("push", "--registry", f"127.0.0.1:{free_port()}", env=clean_env, timeout=30)
     assert done.returncode != 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, invoke, pushed_fields
+from registries import free_port, invoke, pushed_fields
 
 
 class FlakyProxy:

@@ -1,0 +1,142 @@
+"""The templates: golden files, values that cannot change the YAML's structure, the schema."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wasmpod.errors import UserError
+from wasmpod.manifests import EnvVar, PullSecret, Workload, check_objects, render_documents, render_manifests, volume_from
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATES = ROOT / "templates" / "k8s"
+GOLDEN = Path(__file__).parent / "golden"
+
+BASE = Workload(
+    kind="pod", name="fractalify", namespace="default", image="foobar.azurecr.io/fractalify:v0.2.0",
+    program="fractalify", env=(EnvVar("FRACTALIFY_C", "-0.8,0.156"),),
+    volumes=(volume_from("/input_dir", "input-dir", "/input_dir", False),
+             volume_from("/output_dir", "output-dir", "/output_dir", True)),
+    pull_secret="regcred", replicas=3, parallelism=2, completions=4)
+SECRET = PullSecret("regcred", "default", "foobar.azurecr.io", "user", "pass")
+
+CASES = {
+    "pod": (BASE, None),
+    "job": (replace(BASE, kind="job", completions=1), None),
+    "indexed-job": (replace(BASE, kind="job"), None),
+    "deployment": (replace(BASE, kind="deployment"), None),
+    "pull-secret": (BASE, SECRET),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rendered_yaml_equals_its_golden_file(case):
+    workload, secret = CASES[case]
+    files = render_manifests(TEMPLATES, workload, secret)
+    text = "---\n".join(t for _, t, _ in files)
+    golden = GOLDEN / f"{case}.yaml"
+    if os.environ.get("WASMPOD_REGENERATE_GOLDEN") == "1":  # deliberate refresh after a template change
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_pod_says_what_the_seed_pod_said():
+    _, _, pod = render_manifests(TEMPLATES, BASE)[0]
+    spec = pod["spec"]
+    container = spec["containers"][0]
+    assert container["image"] == "foobar.azurecr.io/fractalify:v0.2.0"
+    assert container["args"] == ["fractalify", "/input_dir", "/output_dir"]
+    assert spec["nodeSelector"] == {"kubernetes.io/arch": "wasm32-wasi"}
+    assert {(t["key"], t.get("value"), t["effect"]) for t in spec["tolerations"]} == {
+        ("node.kubernetes.io/network-unavailable", None, "NoSchedule"),
+        ("kubernetes.io/arch", "wasm32-wasi", "NoExecute"), ("kubernetes.io/arch", "wasm32-wasi", "NoSchedule")}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"]}
+    assert mounts == {"input-dir": "/input_dir", "output-dir": "/output_dir"} and volumes == mounts
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_job_runs_once_and_indexed_job_has_parallelism():
+    job = render_manifests(TEMPLATES, replace(BASE, kind="job", completions=1))[0][2]
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["fractalify", "--once", "/input_dir", "/output_dir"]
+    assert "completionMode" not in job["spec"] and job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    indexed = render_manifests(TEMPLATES, replace(BASE, kind="job", completions=5, parallelism=3))[0][2]
+    assert indexed["spec"]["completionMode"] == "Indexed"
+    assert (indexed["spec"]["completions"], indexed["spec"]["parallelism"]) == (5, 3)
+
+
+def test_pull_secret_carries_username_password_and_auth_under_the_registry_as_written():
+    secret = render_manifests(TEMPLATES, BASE, SECRET)[0][2]
+    assert secret["type"] == "kubernetes.io/dockerconfigjson"
+    config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+    assert config == {"auths": {"foobar.azurecr.io": {"username": "user", "password": "pass",
+                                                       "auth": base64.b64encode(b"user:pass").decode()}}}
+
+
+ADVERSARIAL = ["a: b", "# not a comment", "'single' \"double\"", "line one\nline two", "{{ x }} {% if %}",
+               "back\\slash", "ünïcødé ✓", "- item", "&anchor *alias", "[1, 2]", "null", "true", "  padded  ", ""]
+
+
+def structure(value):
+    if isinstance(value, dict):
+        return {k: structure(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [structure(v) for v in value]
+    return type(value).__name__
+
+
+@pytest.mark.parametrize("value", ADVERSARIAL)
+def test_any_value_comes_out_exactly_as_given_and_keeps_the_structure(value):
+    plain = render_manifests(TEMPLATES, replace(BASE, env=(EnvVar("FRACTALIFY_C", "v"), EnvVar("X", "v"))), SECRET)
+    tricky_workload = replace(BASE, env=(EnvVar("FRACTALIFY_C", value), EnvVar("X", value)),
+                              volumes=(volume_from(f"/in/{value}".replace("\n", "_"), "input-dir", "/input_dir", False),
+                                       BASE.volumes[1]))
+    tricky = render_manifests(TEMPLATES, tricky_workload, replace(SECRET, username=value or "u", password=value))
+    for (_, _, a), (_, _, b) in zip(plain, tricky):
+        assert structure(a) == structure(b)
+    pod = tricky[1][2]
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    assert env == {"FRACTALIFY_C": value, "X": value}
+    assert pod["spec"]["volumes"][0]["hostPath"]["path"] == f"/in/{value}".replace("\n", "_")
+    auths = json.loads(base64.b64decode(tricky[0][2]["data"][".dockerconfigjson"]))["auths"]["foobar.azurecr.io"]
+    assert auths["password"] == value
+
+
+def test_a_value_placed_without_quoting_is_refused(tmp_path):
+    broken = tmp_path / "k8s"
+    shutil.copytree(TEMPLATES, broken)
+    pod = broken / "pod.yaml.j2"
+    pod.write_text(pod.read_text().replace("kind: Pod", "kind: Pod\n# {{ w.image }}"))
+    with pytest.raises(UserError, match="without `| q`"):
+        render_documents(broken, BASE, None)
+
+
+def test_a_template_that_breaks_the_schema_is_refused(tmp_path):
+    broken = tmp_path / "k8s"
+    shutil.copytree(TEMPLATES, broken)
+    pod = broken / "_pod_spec.yaml.j2"
+    pod.write_text(pod.read_text().replace("imagePullPolicy:", "imagePulPolicy:"))
+    with pytest.raises(UserError, match="schema"):
+        render_manifests(broken, BASE)
+
+
+def test_an_empty_dir_volume_is_refused_with_the_reason():
+    with pytest.raises(UserError, match="emptyDir"):
+        volume_from("emptyDir", "input-dir", "/input_dir", False)
+    _, _, pod = render_manifests(TEMPLATES, BASE)[0]
+    pod["spec"]["volumes"][0] = {"name": "input-dir", "emptyDir": {}}
+    with pytest.raises(UserError, match="emptyDir.*Krustlet"):
+        check_objects([pod])
+
+
+@pytest.mark.parametrize("path", ["relative/dir", "./x", "~/x", ""])
+def test_host_paths_must_be_absolute(path):
+    with pytest.raises(UserError, match="absolute"):
+        volume_from(path, "input-dir", "/input_dir", False)
