@@ -1,11 +1,12 @@
 """The benchmark behind the README's table: figures measured side by side in one run.
 
 A program that prints a table, never a test with a time limit: these machines are shared and
-noisy, so every figure is the median of several runs and comparisons are ratios of the same run.
+noisy, so every figure is the median of several runs, and comparisons are ratios of one run.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import subprocess
@@ -15,64 +16,75 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import build_module, build_native
-from .localrun import GUEST_INPUT, GUEST_OUTPUT, WasiRun, run_wasi
+from .build import BuildRequest, build_module, build_native
 from .project import Project
 
 WROTE_MILLIS = re.compile(r"^wrote .* \((\d+) bytes, (\d+) ms\)$", re.MULTILINE)
+SEED_MODULE_BYTES = 3_145_689  # the seed PoC's module, for scale
+CONSTANTS = (("default constant", []), ("--c -0.7269,0.1889", ["--c", "-0.7269,0.1889"]))
+
+# Runs one module in wasmtime in a process of its own, so its peak memory can be read.
+WASM_RUNNER = """
+import sys
+from pathlib import Path
+from wasmpod.localrun import WasiRun, run_wasi
+module, input_dir, output_dir, *flags = sys.argv[1:]
+run = WasiRun(Path(module), ("fractalify", *flags, "--once", "/input_dir", "/output_dir"),
+              ((Path(input_dir), "/input_dir"), (Path(output_dir), "/output_dir")))
+sys.exit(run_wasi(run).status)
+"""
 
 
 @dataclass(frozen=True)
 class Timing:
-    """One processing run: time for the image as the module logs it, and wall time in all."""
+    """One processing run: the time the module logs for its images, the wall time, peak RSS."""
 
     image_ms: float
     wall_ms: float
+    images: int
+    peak_rss_kib: int
 
 
-def make_photo_like_png(path: Path, width: int, height: int) -> None:
+def make_photo_like_png(path: Path, width: int, height: int, seed: int = 1) -> None:
     """Smooth gradients plus noise: compresses like a photograph, unlike a flat test card."""
     import numpy as np
     from PIL import Image
 
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     rgb = np.dstack([
-        128 + 100 * np.sin(x / 97) * np.cos(y / 61),
+        128 + 100 * np.sin(x / 97 + seed) * np.cos(y / 61),
         128 + 100 * np.sin((x + y) / 143),
         128 + 100 * np.cos(x / 211),
     ]) + rng.normal(0, 12, (height, width, 3))
     Image.fromarray(rgb.clip(0, 255).astype(np.uint8), "RGB").save(path)
 
 
-def time_module(module: Path, program: str, flags: list[str], input_dir: Path, work: Path) -> Timing:
-    output = Path(tempfile.mkdtemp(dir=work))
-    log = output.parent / f"{output.name}.log"
-    run = WasiRun(module, (program, *flags, "--once", GUEST_INPUT, GUEST_OUTPUT),
-                  ((input_dir, GUEST_INPUT), (output, GUEST_OUTPUT)), stdout=log, stderr=log)
+def _measure(command: list[str]) -> Timing:
+    """Runs one process to its end; its own peak RSS comes from wait4."""
     started = time.perf_counter()
-    result = run_wasi(run)
-    wall = (time.perf_counter() - started) * 1000
-    return _timing(result.status, log.read_text(), wall)
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = (time.perf_counter() - started) * 1000
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read().decode(errors="replace"), stderr.read().decode(errors="replace")
+    millis = [int(m.group(2)) for m in WROTE_MILLIS.finditer(out)]
+    if process.returncode != 0 or not millis:
+        raise RuntimeError(f"benchmark run failed ({process.returncode}): {out[-500:]} {err[-1000:]}")
+    return Timing(float(sum(millis)), wall, len(millis), usage.ru_maxrss)
+
+
+def time_wasm(module: Path, flags: list[str], input_dir: Path, work: Path) -> Timing:
+    output = Path(tempfile.mkdtemp(dir=work))
+    return _measure([sys.executable, "-c", WASM_RUNNER, str(module), str(input_dir), str(output), *flags])
 
 
 def time_native(binary: Path, flags: list[str], input_dir: Path, work: Path) -> Timing:
     output = Path(tempfile.mkdtemp(dir=work))
-    started = time.perf_counter()
-    done = subprocess.run([str(binary), *flags, "--once", str(input_dir), str(output)], capture_output=True, text=True)
-    wall = (time.perf_counter() - started) * 1000
-    return _timing(done.returncode, done.stdout + done.stderr, wall)
-
-
-def _timing(status: int, log: str, wall_ms: float) -> Timing:
-    millis = [int(m.group(2)) for m in WROTE_MILLIS.finditer(log)]
-    if status != 0 or not millis:
-        raise RuntimeError(f"benchmark run failed (status {status}):\n{log}")
-    return Timing(image_ms=float(sum(millis)), wall_ms=wall_ms)
-
-
-def median_ms(samples: list[float]) -> float:
-    return statistics.median(samples)
+    return _measure([str(binary), *flags, "--once", str(input_dir), str(output)])
 
 
 def compile_ms(module: Path, runs: int) -> float:
@@ -86,31 +98,67 @@ def compile_ms(module: Path, runs: int) -> float:
         started = time.perf_counter()
         wasmtime.Module(engine, data)
         samples.append((time.perf_counter() - started) * 1000)
-    return median_ms(samples)
+    return statistics.median(samples)
+
+
+def command_ms(command: list[str], cwd: Path, runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, cwd=cwd, capture_output=True, check=True)
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
 
 
 def run_benchmarks(project: Project, runs: int = 5, out=sys.stdout) -> None:
-    module = build_module(project)
-    native = build_native(project)
-    rows: list[tuple[str, str]] = [
-        ("module size", f"{module.size:,} bytes"),
-        ("module compile time in wasmtime (median)", f"{compile_ms(module.path, runs):.0f} ms"),
-    ]
+    log = open(os.devnull, "w")
+    builds = {
+        "default (Krustlet)": build_module(project, log=log),
+        "--simd": build_module(project, BuildRequest(simd=True), log=log),
+        "--formats png,jpeg": build_module(project, BuildRequest(features=("jpeg", "png")), log=log),
+        "--simd --formats png,jpeg": build_module(project, BuildRequest(features=("jpeg", "png"), simd=True), log=log),
+    }
+    plain_native = build_native(project, features=("plain-kernel",), log=log)
+    rows: list[tuple[str, str]] = []
+    for name, built in builds.items():
+        rows.append((f"module size, {name}", f"{built.size:,} bytes = {built.size / SEED_MODULE_BYTES:.1%} of the seed's"))
+    for name in ("default (Krustlet)", "--simd"):
+        rows.append((f"compile time in wasmtime, {name}", f"{compile_ms(builds[name].path, runs):.0f} ms"))
+
     with tempfile.TemporaryDirectory(prefix="fractalify-bench-") as scratch:
         work = Path(scratch)
-        images = work / "hd"
-        images.mkdir()
-        make_photo_like_png(images / "frame.png", 1920, 1080)
-        for label, flags in (("default constant", []), ("--c -0.7269,0.1889", ["--c", "-0.7269,0.1889"])):
-            wasm = [time_module(module.path, project.crate_name, flags, images, work) for _ in range(runs)]
-            host = [time_native(native, flags, images, work) for _ in range(runs)]
-            wasm_ms = median_ms([t.image_ms for t in wasm])
-            host_ms = median_ms([t.image_ms for t in host])
-            rows.append((f"1920x1080 PNG, {label}: wasmtime / native",
-                         f"{wasm_ms:.0f} ms / {host_ms:.0f} ms = {wasm_ms / host_ms:.2f}"))
-            rows.append((f"  same, whole run incl. start-up: wasmtime / native",
-                         f"{median_ms([t.wall_ms for t in wasm]):.0f} ms / {median_ms([t.wall_ms for t in host]):.0f} ms"))
+        hd = work / "hd"
+        hd.mkdir()
+        make_photo_like_png(hd / "frame.png", 1920, 1080)
+        for label, flags in CONSTANTS:
+            native = statistics.median(time_native(plain_native, flags, hd, work).image_ms for _ in range(runs))
+            for name in ("default (Krustlet)", "--simd"):
+                wasm = statistics.median(time_wasm(builds[name].path, flags, hd, work).image_ms for _ in range(runs))
+                rows.append((f"1920x1080 PNG, {label}, {name}: wasmtime / native",
+                             f"{wasm:.0f} ms / {native:.0f} ms = {wasm / native:.2f}"))
+        batch = work / "batch"
+        batch.mkdir()
+        for i in range(100):
+            make_photo_like_png(batch / f"{i:03}.png", 640, 480, seed=i)
+        for name in ("default (Krustlet)", "--simd"):
+            timings = [time_wasm(builds[name].path, [], batch, work) for _ in range(max(1, runs // 2))]
+            wall = statistics.median(t.wall_ms for t in timings)
+            peak = max(t.peak_rss_kib for t in timings)
+            rows.append((f"batch of 100 PNGs 640x480 --once, {name}",
+                         f"{100 / (wall / 1000):.1f} images/s, peak RSS {peak / 1024:.0f} MiB (whole process)"))
+        native_batch = [time_native(plain_native, [], batch, work) for _ in range(max(1, runs // 2))]
+        rows.append(("batch of 100 PNGs 640x480 --once, native",
+                     f"{100 / (statistics.median(t.wall_ms for t in native_batch) / 1000):.1f} images/s, "
+                     f"peak RSS {max(t.peak_rss_kib for t in native_batch) / 1024:.0f} MiB"))
+
+    invoke = [str(Path(sys.executable).with_name("invoke"))]
+    rows.append(("no-op `invoke build`", f"{command_ms(invoke + ['build'], project.root, runs):.0f} ms"))
+    rows.append(("`invoke push` of an unchanged module", f"{command_ms(invoke + ['push'], project.root, runs):.0f} ms"))
+    rows.append(("`invoke deploy --dry-run`", f"{command_ms(invoke + ['deploy', '--dry-run'], project.root, runs):.0f} ms"))
+    rows.append(("`invoke --list`", f"{command_ms(invoke + ['--list'], project.root, runs):.0f} ms"))
+
     width = max(len(name) for name, _ in rows)
-    print(f"fractalify benchmark ({runs} runs each, medians; {time.strftime('%Y-%m-%d')})", file=out)
+    print(f"fractalify benchmark, {time.strftime('%Y-%m-%d')}, {runs} runs each (medians); native: the same crate "
+          "built for this machine with the plain one-pixel kernel", file=out)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}", file=out)

@@ -90,13 +90,16 @@ def build_module(project: Project, request: BuildRequest = BuildRequest(), log: 
     return built
 
 
-def build_native(project: Project, log: TextIO = sys.stderr) -> Path:
-    """The same crate built for this machine (release), to compare the module against."""
+def build_native(project: Project, features: tuple[str, ...] = (), log: TextIO = sys.stderr) -> Path:
+    """The same crate built for this machine (release), to compare the module against; `features`
+    are added to the defaults (e.g. fractalify's `plain-kernel`)."""
     toolchain = find_toolchain()
-    target_dir = project.crate_dir / "target" / "native"
+    target_dir = project.crate_dir / "target" / "-".join(("native", *features))
     _forget_lock_of_other_source(project, toolchain)
     command = [str(toolchain.cargo), "build", "--release", "--manifest-path", str(project.crate_dir / "Cargo.toml"),
                "--target-dir", str(target_dir), *toolchain.cargo_config_args()]
+    if features:
+        command += ["--features", ",".join(features)]
     result = subprocess.run(command, env={**os.environ, "RUSTC": str(toolchain.rustc)}, stdout=log, stderr=log)
     if result.returncode != 0:
         raise UserError(f"native cargo build failed (exit {result.returncode}); the compiler's messages are above")
