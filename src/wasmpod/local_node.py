@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 from .errors import UserError
 from .localrun import STOPPED, WasiRun, env_prefix, remove_instance_leftovers, run_wasi
 from .manifests import pod_specs
+from .processes import is_alive, stop
 from .reference import parse_reference
 
 STOP_TIMEOUT = 15.0
@@ -179,7 +179,7 @@ class LocalNode:
         except (OSError, ValueError):
             status = {"phase": "Unknown", "instances": []}
         phase = status.get("phase", "Unknown")
-        if phase in ("Pending", "Running") and not _alive(_read_pid(directory)):
+        if phase in ("Pending", "Running") and not is_alive(_read_pid(directory)):
             phase = "Failed"
         return WorkloadState(workload["name"], workload["namespace"], workload["kind"], phase,
                              status.get("instances", []), workload["image"], directory)
@@ -204,13 +204,8 @@ class LocalNode:
         if not directory.exists():
             return False
         pid = _read_pid(directory)
-        if _alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while time.monotonic() < deadline and _alive(pid):
-                time.sleep(0.05)
-            if _alive(pid):
-                os.killpg(pid, signal.SIGKILL)
+        if is_alive(pid):
+            stop(pid, STOP_TIMEOUT, group=True)
         for path in sorted(directory.rglob("*"), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()
         directory.rmdir()
@@ -224,24 +219,6 @@ def _read_pid(directory: Path) -> int | None:
         return None
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.waitpid(pid, os.WNOHANG)  # reap our own child, if it is one
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie is not alive
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def _write_json(path: Path, value: object) -> None:
     temp = path.with_name(f".{path.name}.tmp")
     temp.write_text(json.dumps(value, indent=2))
@@ -252,9 +229,9 @@ def run_workload(directory: Path) -> int:
     """The background runner: runs the workload's instances until they end or SIGTERM."""
     workload = NodeWorkload(**json.loads((directory / "workload.json").read_text()))
     module = directory / "module.wasm"
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
     lock = threading.Lock()
     instances = [{"index": i, "state": "Waiting", "exit_code": None, "restarts": 0} for i in range(max(workload.completions, workload.instances))]
     prefix = env_prefix(workload.argv[0] if workload.argv else workload.name)
@@ -277,7 +254,7 @@ def run_workload(directory: Path) -> int:
                 instances[index]["state"] = "Running"
             publish("Running")
             try:
-                result = run_wasi(run, stop)
+                result = run_wasi(run, stopping)
             except UserError as error:
                 with (directory / f"instance-{index}.log").open("a") as log:
                     log.write(f"local node: {error}\n")
@@ -290,11 +267,11 @@ def run_workload(directory: Path) -> int:
                 for host, _guest in workload.preopens:
                     remove_instance_leftovers(Path(host), instance_id)
                 return
-            if not workload.restart or stop.is_set():
+            if not workload.restart or stopping.is_set():
                 return
             with lock:
                 instances[index]["restarts"] += 1
-            if stop.wait(backoff):
+            if stopping.wait(backoff):
                 return
             backoff = min(backoff * 2, 30.0)
 
@@ -303,7 +280,7 @@ def run_workload(directory: Path) -> int:
         # Up to `instances` at once until `completions` runs have been made.
         pending = list(range(len(instances)))
         running: list[threading.Thread] = []
-        while (pending or running) and not stop.is_set():
+        while (pending or running) and not stopping.is_set():
             running = [t for t in running if t.is_alive()]
             while pending and len(running) < workload.instances:
                 thread = threading.Thread(target=run_instance, args=(pending.pop(0),), daemon=True)
@@ -319,7 +296,7 @@ def run_workload(directory: Path) -> int:
         for thread in threads:
             thread.join()
     states = {i["state"] for i in instances}
-    phase = "Stopped" if stop.is_set() else ("Succeeded" if states == {"Succeeded"} else "Failed")
+    phase = "Stopped" if stopping.is_set() else ("Succeeded" if states == {"Succeeded"} else "Failed")
     publish(phase)
     return 0 if phase in ("Succeeded", "Stopped") else 1
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .processes import is_alive, stop
 
 DEFAULT_PORT = 5000
 START_TIMEOUT = 10.0
@@ -69,10 +69,9 @@ class LocalRegistry:
     def _our_pid(self) -> int | None:
         try:
             pid = json.loads(self._pid_file.read_text())["pid"]
-            os.kill(pid, 0)
-            return pid
         except (OSError, ValueError, KeyError):
             return None
+        return pid if is_alive(pid) else None
 
     def status(self) -> RegistryState:
         answers = self._answers()
@@ -117,24 +116,6 @@ class LocalRegistry:
             if self._answers():
                 raise UserError(f"the registry on {self.address} was not started by this project: stop it where it was started")
             return self.status()
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.1)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        stop(pid, timeout=10)
         self._pid_file.unlink(missing_ok=True)
         return self.status()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        # Reap it if it is our child (the test suite starts registries in-process).
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from testkit import wait_for
 
 from coretools import INVOKE, ROOT, clean_env, load, noise, run_module, save
 from reference import expected_pixels
@@ -148,15 +149,6 @@ def test_three_instances_on_one_directory_write_every_image_exactly_once(module,
     for i, name in enumerate(names):
         assert np.array_equal(load(tmp_path / "out" / name), expected_pixels(noise(48, 64, 3, seed=i)))
     assert hidden_files(tmp_path / "out") == []
-
-
-def wait_for(predicate, seconds: float = 60.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_watch_mode_picks_up_a_file_added_later_and_ctrl_c_stops_it_cleanly(tmp_path):

@@ -1,35 +1,8 @@
-"""Fixtures for the push/pull tests; the real registries they start are made in registries.py."""
+"""Fixtures for the push/pull tests (the registries themselves come from tests/conftest.py)."""
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from registries import make_registry  # noqa: E402
-
-
-@pytest.fixture
-def registry(tmp_path):
-    started = make_registry(tmp_path / "registry").start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-def auth_registry(tmp_path):
-    started = make_registry(tmp_path / "auth-registry", auth=True).start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-def tls_registry(tmp_path):
-    started = make_registry(tmp_path / "tls-registry", tls=True).start()
-    yield started
-    started.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import subprocess
-import time
 import tracemalloc
 from pathlib import Path
 

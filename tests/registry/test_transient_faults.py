@@ -8,9 +8,6 @@ from __future__ import annotations
 import http.client
 import http.server
 import threading
-from pathlib import Path
-
-import pytest
 
 from registries import free_port, invoke, pushed_fields
 

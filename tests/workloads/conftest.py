@@ -1,19 +1,15 @@
-"""Fixtures for deploy's tests: a real registry per test, the real local node, clean environments."""
+"""Fixtures for deploy's tests: the real local node, clean environments (registries: tests/conftest.py)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 INVOKE = ROOT / ".venv" / "bin" / "invoke"
-sys.path.insert(0, str(ROOT / "tests" / "registry"))
-
-from registries import make_registry  # noqa: E402  (the registry tests' real docker-registry)
 
 
 @pytest.fixture
@@ -25,20 +21,6 @@ def env(tmp_path) -> dict:
 
 def invoke(*args: str, env: dict, timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([str(INVOKE), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture
-def registry(tmp_path):
-    started = make_registry(tmp_path / "registry").start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-def auth_registry(tmp_path):
-    started = make_registry(tmp_path / "auth-registry", auth=True).start()
-    yield started
-    started.stop()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from testkit import wait_for
 
 from conftest import ROOT, invoke
 from registries import PASSWORD, USER, free_port, pushed_fields
@@ -190,15 +191,6 @@ def images(folder: Path, count: int, start: int = 0) -> list[str]:
         names.append(f"img{i:02}.png")
         Image.fromarray(np.random.default_rng(i).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(folder / names[-1])
     return names
-
-
-def wait_for(predicate, seconds: float = 60.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def runners() -> str:

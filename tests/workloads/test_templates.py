@@ -10,7 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import yaml
 
 from wasmpod.errors import UserError
 from wasmpod.manifests import EnvVar, PullSecret, Workload, check_objects, render_documents, render_manifests, volume_from

@@ -1,0 +1,33 @@
+"""Shared by every test folder: real docker-registry instances on 127.0.0.1 (started and stopped
+by each test), and the helper modules on the import path."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+sys.path[:0] = [str(HERE), str(HERE / "registry")]
+
+from registries import make_registry  # noqa: E402
+
+
+@pytest.fixture
+def registry(tmp_path):
+    started = make_registry(tmp_path / "registry").start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def auth_registry(tmp_path):
+    started = make_registry(tmp_path / "auth-registry", auth=True).start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def tls_registry(tmp_path):
+    started = make_registry(tmp_path / "tls-registry", tls=True).start()
+    yield started
+    started.stop()
