@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian's Rust 1.63 has the wasm32-wasi standard library; its crates stand in for crates.io.
-# docker-registry is the embedded local registry; skopeo an independent OCI client for the tests.
-DEBIAN_PACKAGES=(rustc cargo libstd-rust-dev-wasm32 librust-image-dev docker-registry skopeo)
+# binaryen's wasm-opt shrinks the module; docker-registry is the embedded local registry; skopeo an
+# independent OCI client for the tests; time measures peak memory in the benchmark.
+DEBIAN_PACKAGES=(rustc cargo libstd-rust-dev-wasm32 librust-image-dev binaryen docker-registry skopeo time)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -74,6 +75,7 @@ def build_module(project: Project, request: BuildRequest = BuildRequest(), log: 
         raise UserError(f"cargo build failed (exit {result.returncode}); the compiler's messages are above")
     if not module.exists():
         raise UserError(f"cargo succeeded but {module} is missing: is the crate a binary named {project.crate_name}?")
+    module = optimize_with_wasm_opt(module, target_dir / "wasm-opt" / module.name, request.simd, log)
 
     data = module.read_bytes()
     built = BuiltModule(module, len(data), hashlib.sha256(data).hexdigest(), rebuilt=True, simd=request.simd)
@@ -122,6 +124,22 @@ def parse_feature_list(text: str | None) -> tuple[str, ...] | None:
     return tuple(sorted({name.strip().lower() for name in text.split(",") if name.strip()}))
 
 
+def optimize_with_wasm_opt(module: Path, output: Path, simd: bool, log: TextIO) -> Path:
+    """Binaryen's optimiser, when it is installed: smaller and as fast (measured here). The file
+    keeps its name, which becomes the OCI layer's title. Without wasm-opt, cargo's module."""
+    wasm_opt = shutil.which("wasm-opt")
+    if wasm_opt is None:
+        return module
+    output.parent.mkdir(parents=True, exist_ok=True)
+    command = [wasm_opt, "-O3", "--strip-debug", "--strip-producers", str(module), "-o", str(output)]
+    if simd:
+        command.insert(1, "--enable-simd")  # the stripped module no longer lists its features
+    result = subprocess.run(command, stdout=log, stderr=log)
+    if result.returncode != 0:
+        raise UserError(f"wasm-opt failed on {module} (exit {result.returncode}); its messages are above")
+    return output
+
+
 def check_features(project: Project, request: BuildRequest) -> None:
     if request.features is None:
         return
@@ -134,15 +152,28 @@ def check_features(project: Project, request: BuildRequest) -> None:
         raise UserError(f"choose at least one of {', '.join(known)}")
 
 
+# Bump when the way a module is made changes, so every stamp made the old way is stale.
+BUILD_RECIPE = "2: cargo release, build.rs strip, wasm-opt -O3 when installed"
+
+
 def source_fingerprint(crate_dir: Path, request: BuildRequest) -> str:
-    """A digest of everything that decides the module: the crate's sources and the request."""
-    digest = hashlib.sha256(repr(request).encode())
+    """A digest of everything that decides the module: the crate's sources, the request, the
+    recipe and the wasm-opt in use."""
+    digest = hashlib.sha256(f"{BUILD_RECIPE}\0{request!r}\0{_tool_identity('wasm-opt')}".encode())
     for path in sorted(crate_dir.rglob("*")):
         relative = path.relative_to(crate_dir)
         if relative.parts[0] in ("target", "Cargo.lock") or not path.is_file():
             continue
         digest.update(str(relative).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def _tool_identity(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        return "absent"
+    stat = Path(path).stat()
+    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _fresh_module(stamp_path: Path, fingerprint: str, simd: bool) -> BuiltModule | None:
