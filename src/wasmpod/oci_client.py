@@ -9,6 +9,8 @@ for requests, containers and blob uploads, and replace `do_request`'s retry and 
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +139,8 @@ class ChallengeAuth(oras.auth.TokenAuth):
                 answer = self.session.get(realm, params=params, verify=self._tls_verify, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
         except requests.exceptions.RequestException as error:
             raise UserError(f"cannot reach the token service {realm} of {self.registry}: {_reason(error)}") from None
-        if answer.status_code in (401, 403):
+        # OAuth2 answers a bad or expired refresh token with 400 invalid_grant (RFC 6749, 5.2).
+        if answer.status_code in (401, 403) or (answer.status_code == 400 and creds and creds.identity_token):
             raise refused_credentials(self.registry, creds)
         if answer.status_code != 200:
             raise UserError(f"the token service {realm} of {self.registry} answered {answer.status_code}")
@@ -156,8 +159,9 @@ def needs_credentials(registry: str) -> UserError:
 def refused_credentials(registry: str, credentials: Credentials | None) -> UserError:
     if credentials is None:
         return needs_credentials(registry)
-    return UserError(f"registry {registry} refused the credentials of user {credentials.username!r} "
-                     f"(from {credentials.source}): check them, or run `invoke login {registry}`")
+    what = "identity token" if credentials.identity_token else f"credentials of user {credentials.username!r}"
+    return UserError(f"registry {registry} refused the {what} (from {credentials.source}): check them, "
+                     f"or run `invoke login {registry}`")
 
 
 def _reason(error: Exception) -> str:
@@ -172,6 +176,8 @@ def _reason(error: Exception) -> str:
     text = str(inner)
     if "Connection refused" in text:
         return "connection refused"
+    if isinstance(inner, ConnectionResetError) or "Connection reset" in text or "Connection aborted" in text:
+        return "the connection was reset"
     if isinstance(inner, urllib3.exceptions.NameResolutionError) or "Name or service not known" in text:
         return "the host name does not resolve"
     return text.split(": ", 1)[-1][:200]
@@ -189,6 +195,8 @@ class _BoundedRegistry(oras.provider.Registry):
 
     def __init__(self, registry: str, transport: Transport, credentials: Credentials | None):
         super().__init__(hostname=registry, insecure=transport.plain_http, tls_verify=transport.verify)
+        # ORAS sends requests without a time-out: a host that drops packets would hang for minutes.
+        self.session.request = functools.partial(self.session.request, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
         self.auth = ChallengeAuth(registry, credentials)
         self.auth.session = self.session
         self.auth.prefix = self.prefix
@@ -235,8 +243,7 @@ class _BoundedRegistry(oras.provider.Registry):
 
 
 def unreachable(registry: str, error: Exception) -> UserError:
-    hint = " (the local registry: `invoke registry.up`)" if is_loopback(registry) else ""
-    return UserError(f"cannot reach registry {registry}: {_reason(error)}; is it running and is the address right?{hint}")
+    return UserError(f"cannot reach registry {registry}: {_reason(error)}; is it running and is the address right?")
 
 
 class RegistryClient:
@@ -271,6 +278,9 @@ class RegistryClient:
         """GET /v2/: proves the registry answers and, when it asks, that the credentials work.
         Returns whether it asked for credentials."""
         response = self._request(self.base_url)
+        if self.transport.plain_http and response.status_code == 400 and "HTTPS" in response.text:
+            raise UserError(f"registry {self.registry} speaks HTTPS, not plain HTTP: pass --ca-file with the CA that "
+                            "signed its certificate, or --insecure to skip verification")
         if response.status_code != 200:
             raise UserError(f"{self.base_url} answered {response.status_code}: is {self.registry} an OCI registry?")
         return self._oras.auth.token is not None
@@ -350,7 +360,9 @@ def _explain(response: requests.Response) -> str:
     """The registry's own error words when it sent them (OCI error JSON), else the status."""
     try:
         errors = response.json().get("errors") or []
-        words = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors if isinstance(e, dict))
+        words = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
+                          + (f" ({json.dumps(e['detail'])[:200]})" if e.get("detail") else "")
+                          for e in errors if isinstance(e, dict))
         if words:
             return f"{response.status_code} {words}"
     except ValueError:

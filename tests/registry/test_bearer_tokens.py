@@ -62,7 +62,7 @@ class TokenService:
             def do_POST(self):
                 form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
                 if form.get("grant_type") != ["refresh_token"] or form.get("refresh_token") != [REFRESH_TOKEN]:
-                    return self.answer(401, {"error": "invalid_grant"})
+                    return self.answer(400, {"error": "invalid_grant"})  # as OAuth2 (RFC 6749, 5.2) says
                 service.grants.append("refresh_token")
                 self.answer(200, {"access_token": service.issue(form.get("scope", [""])[0])})
 
@@ -129,5 +129,5 @@ def test_password_over_bearer_and_a_wrong_identity_token(token_registry, clean_e
     docker_config(clean_env, {"auths": {token_registry.address: {"identitytoken": "expired-token"}}})
     refused = invoke("push", "--registry", token_registry.address, env=clean_env, timeout=30)
     assert refused.returncode != 0
-    assert len(refused.stderr.strip().splitlines()) == 1 and "refused the credentials" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "refused the identity token" in refused.stderr
     assert "expired-token" not in refused.stdout + refused.stderr
