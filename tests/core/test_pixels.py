@@ -148,3 +148,17 @@ def test_webp_with_alpha_keeps_it(run, tmp_path):
     assert run(tmp_path / "in", tmp_path / "out").status == 0
     got = load(tmp_path / "out" / "a.webp.png")
     assert got.shape[2] == 4 and np.array_equal(got, expected_pixels(load(tmp_path / "in" / "a.webp")))
+
+
+def test_gif_transparency_is_kept(run, tmp_path):
+    (tmp_path / "in").mkdir()
+    sticker = Image.new("P", (60, 40), 0)  # an opaque square on a transparent background
+    sticker.putpalette([10, 20, 30, 200, 100, 50])
+    sticker.paste(1, (15, 10, 45, 30))
+    sticker.save(tmp_path / "in" / "sticker.gif", transparency=0)
+    seen = np.asarray(Image.open(tmp_path / "in" / "sticker.gif").convert("RGBA"))
+    assert run(tmp_path / "in", tmp_path / "out").status == 0
+    written = np.asarray(Image.open(tmp_path / "out" / "sticker.gif").convert("RGBA"))
+    assert np.array_equal(written[:, :, 3], seen[:, :, 3])
+    opaque = seen[:, :, 3] == 255
+    assert np.array_equal(written[opaque], expected_pixels(seen)[opaque])

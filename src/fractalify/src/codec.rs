@@ -192,9 +192,7 @@ pub fn encode(pixels: Pixels, format: Format) -> Result<Vec<u8>, String> {
         #[cfg(feature = "gif")]
         Format::Gif => {
             let rgba = if pixels.channels == 3 { add_alpha(&pixels.data) } else { pixels.data };
-            let buffer = image::RgbaImage::from_raw(w, h, rgba).expect("buffer matches its dimensions");
-            // Speed 10 is the gif crate's recommended trade-off; the default (1) is many times slower.
-            image::codecs::gif::GifEncoder::new_with_speed(&mut out, 10).encode_frame(image::Frame::new(buffer))
+            return encode_gif(&mut out, &rgba, w, h).map(|_| out.into_inner());
         }
         #[cfg(feature = "bmp")]
         Format::Bmp => image::codecs::bmp::BmpEncoder::new(&mut out).write_image(&pixels.data, w, h, pixels.color()),
@@ -205,6 +203,53 @@ pub fn encode(pixels: Pixels, format: Format) -> Result<Vec<u8>, String> {
     };
     result.map_err(|e| format!("cannot encode {}: {}", format.output().name(), e))?;
     Ok(out.into_inner())
+}
+
+/// GIF has one transparent palette index and no colour behind it. The gif crate's encoder keeps
+/// only the last transparent colour it sees as transparent, so once the kernel has changed the
+/// colours of transparent pixels most of them would turn opaque: quantise the visible pixels
+/// (exactly when they have few colours, else NeuQuant at speed 10) and give the rest one index.
+#[cfg(feature = "gif")]
+fn encode_gif(out: &mut Cursor<Vec<u8>>, rgba: &[u8], width: u32, height: u32) -> Result<(), String> {
+    use std::collections::HashMap;
+
+    let too_large = || format!("a GIF is at most 65535x65535, not {}x{}", width, height);
+    let (w, h) = (u16::try_from(width).map_err(|_| too_large())?, u16::try_from(height).map_err(|_| too_large())?);
+    let has_transparency = rgba.chunks_exact(4).any(|p| p[3] == 0);
+    let colours = if has_transparency { 255 } else { 256 };
+    let mut exact: HashMap<[u8; 3], u8> = HashMap::new();
+    for p in rgba.chunks_exact(4).filter(|p| p[3] != 0) {
+        if exact.len() > colours {
+            break;
+        }
+        let next = exact.len() as u8;
+        exact.entry([p[0], p[1], p[2]]).or_insert(next);
+    }
+    let (mut palette, indices): (Vec<u8>, Vec<u8>) = if exact.len() <= colours {
+        let mut palette = vec![0u8; exact.len() * 3];
+        for (colour, index) in &exact {
+            palette[*index as usize * 3..*index as usize * 3 + 3].copy_from_slice(colour);
+        }
+        let indices = rgba.chunks_exact(4).map(|p| if p[3] == 0 { 255 } else { exact[&[p[0], p[1], p[2]]] }).collect();
+        (palette, indices)
+    } else {
+        let visible: Vec<u8> = rgba.chunks_exact(4).filter(|p| p[3] != 0).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+        let quantizer = color_quant::NeuQuant::new(10, colours, &visible);
+        let indices = rgba
+            .chunks_exact(4)
+            .map(|p| if p[3] == 0 { 255 } else { quantizer.index_of(&[p[0], p[1], p[2], 255]) as u8 })
+            .collect();
+        (quantizer.color_map_rgb(), indices)
+    };
+    let transparent = if has_transparency {
+        palette.resize(256 * 3, 0); // index 255 is the transparent one
+        Some(255)
+    } else {
+        None
+    };
+    let frame = gif::Frame { width: w, height: h, buffer: indices.into(), palette: Some(palette), transparent, ..gif::Frame::default() };
+    let mut encoder = gif::Encoder::new(out, w, h, &[]).map_err(|e| format!("cannot encode gif: {}", e))?;
+    encoder.write_frame(&frame).map_err(|e| format!("cannot encode gif: {}", e))
 }
 
 #[allow(dead_code)]
