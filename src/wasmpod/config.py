@@ -49,11 +49,25 @@ TARGETS = ("local", "kubectl")
 
 
 def collection_defaults(repository: str, name: str) -> dict[str, dict[str, Any]]:
-    """What `Collection.configure` gets: every key exists, so `INVOKE_*` variables can set it."""
+    """What `Collection.configure` gets: every key exists, so `INVOKE_*` variables can set it, but
+    holds None (the defaults above apply when a key is None). Invoke casts a variable to the type of
+    the value it replaces, and would read INVOKE_DEPLOY_PIN=false as true and crash on
+    INVOKE_DEPLOY_REPLICAS=many; from None it passes the text on for us to check and name."""
     return {
-        "registry": {**REGISTRY_DEFAULTS, "repository": repository},
-        "deploy": {**DEPLOY_DEFAULTS, "name": name, "env": {}},
+        "registry": {**{key: None for key in REGISTRY_DEFAULTS}, "repository": repository},
+        # env stays a mapping: invoke cannot merge a file's mapping onto None.
+        "deploy": {**{key: None for key in DEPLOY_DEFAULTS}, "name": name, "env": {}},
     }
+
+
+def check_invoke_variables(environ: Mapping[str, str]) -> None:
+    """Invoke ignores an `INVOKE_*` variable that matches no key; a typo there is an error here."""
+    for variable in sorted(environ):
+        for section, defaults in (("REGISTRY", REGISTRY_DEFAULTS), ("DEPLOY", DEPLOY_DEFAULTS)):
+            prefix = f"INVOKE_{section}_"
+            if variable.startswith(prefix) and variable[len(prefix):].lower() not in defaults:
+                raise UserError(f"{variable} names no configuration key (known {section.lower()} keys: "
+                                f"{', '.join(sorted(defaults))})")
 
 
 def _section(config: Any, name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,7 +76,7 @@ def _section(config: Any, name: str, defaults: Mapping[str, Any]) -> dict[str, A
     unknown = sorted(set(section) - set(defaults))
     if unknown:
         raise UserError(f"unknown configuration key {name}.{unknown[0]} (known {name} keys: {', '.join(sorted(defaults))})")
-    return {**defaults, **section}
+    return {**defaults, **{key: value for key, value in section.items() if value is not None}}
 
 
 def _merge(section: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
@@ -141,6 +155,15 @@ class DeploySettings:
     simd: bool = False
 
 
+def _env_value(value: Any, key: str) -> str:
+    """A variable's value as text; YAML's true/false come back as written, lower case."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise UserError(f"{key} must be text or a number, not {value!r}")
+
+
 def parse_env_pairs(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
     """`--env KEY=VALUE` (repeatable) -> {KEY: VALUE}; the value may itself hold '='."""
     parsed = {}
@@ -159,7 +182,7 @@ def deploy_settings(config: Any, flags: Mapping[str, Any], root: Path) -> Deploy
         raise UserError(f"deploy.env must be a mapping of NAME: value, not {env_config!r}")
     flag_env = parse_env_pairs(flags.get("env") or ())
     values = _merge(section, {k: v for k, v in flags.items() if k != "env"})
-    env = {str(check_env_name(str(k))): str(v) for k, v in dict(env_config).items()}
+    env = {check_env_name(str(k)): _env_value(v, f"deploy.env.{k}") for k, v in dict(env_config).items()}
     env.update(flag_env)
 
     kind = str(values["kind"]).lower()

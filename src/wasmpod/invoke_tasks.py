@@ -84,8 +84,9 @@ def _registry_help(*names: str, **more: str) -> dict[str, str]:
 def registry_settings_of(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False,
                        ca_file=None, port=None):
     """The registry settings: invoke's configuration layers, then these flags."""
-    from .config import registry_settings
+    from .config import check_invoke_variables, registry_settings
 
+    check_invoke_variables(os.environ)
     return registry_settings(c.config, {"address": registry, "repository": repository, "tag": tag,
                                         "plain_http": plain_http or None, "insecure": insecure,
                                         "ca_file": ca_file, "local_port": port})
@@ -182,8 +183,9 @@ DEPLOY_HELP = {
 
 
 def deploy_settings_of(c, **flags):
-    from .config import deploy_settings
+    from .config import check_invoke_variables, deploy_settings
 
+    check_invoke_variables(os.environ)
     return deploy_settings(c.config, flags, Path(c.config.wasmpod.root))
 
 

@@ -10,7 +10,7 @@ the module in wasmtime in a background process, one per workload, under `.cache/
         module.wasm     the pulled module
         status.json     phase and per-instance state, kept current by the runner
         runner.pid      the background runner
-        instance-N.log  each instance's stdout and stderr
+        instance-N.out, instance-N.err   each instance's stdout and stderr
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -143,19 +144,28 @@ class LocalNode:
     def apply(self, objects: list[dict], transport_for, wait_for_job: bool = True) -> WorkloadState:
         """Pulls the module, then starts the runner in the background (replacing a workload of the
         same name). A Job is waited for, and its end reported."""
+        from .oci_client import CredentialsRequired, RegistryClient
         from .push import pull_module
-        from .oci_client import RegistryClient
 
         workload, secrets = workload_from_objects(objects)
         spec = [s for o in objects for s in pod_specs(o)][0]
         secret_names = [s["name"] for s in spec.get("imagePullSecrets") or []]
         credentials = pull_credentials(workload.image, secret_names, secrets)
         directory = self.workload_dir(workload.namespace, workload.name)
-        self.delete(workload.namespace, workload.name)
-        directory.mkdir(parents=True, exist_ok=True)
         reference = parse_reference(workload.image)
         client = RegistryClient(reference.registry, transport_for(reference.registry), credentials)
-        pull_module(client, reference, directory / "module.wasm")
+        # Pull first: a deploy the node cannot pull changes nothing, the running workload stays.
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.state_dir, prefix=".pull-") as staging:
+            try:
+                pulled = pull_module(client, reference, Path(staging) / "module.wasm").path
+            except CredentialsRequired:
+                raise UserError(f"{reference.registry} asks for credentials and the node pulls with the Pod's pull "
+                                "secret only (as Krustlet does): deploy with --pull-secret NAME "
+                                "--create-pull-secret") from None
+            self.delete(workload.namespace, workload.name)
+            directory.mkdir(parents=True, exist_ok=True)
+            pulled.replace(directory / "module.wasm")
         (directory / "workload.json").write_text(json.dumps(asdict(workload), indent=2))
         _write_json(directory / "status.json", {"phase": "Pending", "instances": []})
         log = (directory / "runner.log").open("ab")
@@ -192,9 +202,11 @@ class LocalNode:
         if not (directory / "workload.json").exists():
             raise UserError(f"no workload {namespace}/{name} on the local node (see `invoke status`)")
         parts = []
-        for log in sorted(directory.glob("instance-*.log"), key=lambda p: int(p.stem.split("-")[1])):
-            prefix = f"[{log.stem}] "
-            parts.extend(prefix + line for line in log.read_text(errors="replace").splitlines())
+        for out in sorted(directory.glob("instance-*.out"), key=lambda p: int(p.stem.split("-")[1])):
+            err = out.with_suffix(".err")
+            parts.extend(f"[{out.stem}] {line}" for line in out.read_text(errors="replace").splitlines())
+            if err.exists():
+                parts.extend(f"[{out.stem} stderr] {line}" for line in err.read_text(errors="replace").splitlines())
         return "\n".join(parts)
 
     def delete(self, namespace: str, name: str) -> bool:
@@ -245,9 +257,10 @@ def run_workload(directory: Path) -> int:
         env = {**workload.env, f"{prefix}INSTANCE": instance_id}
         if workload.kind == "Job" and workload.completions > 1:
             env["JOB_COMPLETION_INDEX"] = str(index)
+        # Two files: wasmtime opens each path itself, so one shared file would be overwritten.
         run = WasiRun(module, tuple(workload.argv), tuple((Path(h), g) for h, g in workload.preopens),
-                      tuple(sorted(env.items())), stdout=directory / f"instance-{index}.log",
-                      stderr=directory / f"instance-{index}.log")
+                      tuple(sorted(env.items())), stdout=directory / f"instance-{index}.out",
+                      stderr=directory / f"instance-{index}.err")
         backoff = 1.0
         while True:
             with lock:
@@ -256,7 +269,7 @@ def run_workload(directory: Path) -> int:
             try:
                 result = run_wasi(run, stopping)
             except UserError as error:
-                with (directory / f"instance-{index}.log").open("a") as log:
+                with (directory / f"instance-{index}.err").open("a") as log:
                     log.write(f"local node: {error}\n")
                 result = None
             status = 1 if result is None else result.status

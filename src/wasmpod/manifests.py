@@ -137,9 +137,23 @@ class _Quoted(str):
 
 
 def _quote(value: object) -> _Quoted:
+    import jinja2
+
+    if isinstance(value, jinja2.Undefined):
+        str(value)  # StrictUndefined raises the error that names what is missing
     if isinstance(value, bool) or value is None or not isinstance(value, (str, int)):
         raise UserError(f"a template was given {value!r} ({type(value).__name__}); only text and whole numbers fit")
-    return _Quoted(json.dumps(value, ensure_ascii=False))
+    return _Quoted(_YAML_UNSAFE.sub(_yaml_escape, json.dumps(value, ensure_ascii=False)))
+
+
+# What a YAML double-quoted scalar cannot hold as itself: characters outside YAML's printable set,
+# and the ones it reads as line breaks (NEL is outside; U+2028, U+2029) or strips (BOM).
+_YAML_UNSAFE = re.compile("[^\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]|[\u2028\u2029\ufeff]")
+
+
+def _yaml_escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def _nested(block: str) -> _Quoted:

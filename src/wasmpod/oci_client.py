@@ -151,8 +151,12 @@ class ChallengeAuth(oras.auth.TokenAuth):
             raise UserError(f"the token service {realm} of {self.registry} sent no token") from None
 
 
+class CredentialsRequired(UserError):
+    """The registry asked for credentials and there were none."""
+
+
 def needs_credentials(registry: str) -> UserError:
-    return UserError(f"registry {registry} needs credentials: set REGISTRY_USERNAME and REGISTRY_PASSWORD, "
+    return CredentialsRequired(f"registry {registry} needs credentials: set REGISTRY_USERNAME and REGISTRY_PASSWORD, "
                      f"or run `invoke login {registry}`")
 
 

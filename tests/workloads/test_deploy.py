@@ -60,6 +60,25 @@ def test_unknown_keys_and_bad_values_name_the_key(env, tmp_path, content, key):
     one_line_error(invoke("-f", str(bad), "deploy", "--dry-run", env=env), key)
 
 
+def test_invoke_variables_are_checked_and_read_as_text(registry, env, tmp_path):
+    one_line_error(invoke("deploy", "--dry-run", env={**env, "INVOKE_DEPLOY_KINDD": "job"}), "INVOKE_DEPLOY_KINDD")
+    one_line_error(invoke("deploy", "--dry-run", env={**env, "INVOKE_DEPLOY_REPLICAS": "many"}), "deploy.replicas")
+    assert invoke("push", "--registry", registry.address, env=env).returncode == 0
+    unpinned = dry_run("--registry", registry.address, env={**env, "INVOKE_DEPLOY_PIN": "false"})[0]
+    assert "@sha256:" not in unpinned["spec"]["containers"][0]["image"]  # "false" is off, not a non-empty string
+    pinned = dry_run("--registry", registry.address, env={**env, "INVOKE_DEPLOY_PIN": "true"})[0]
+    assert "@sha256:" in pinned["spec"]["containers"][0]["image"]
+
+
+def test_env_values_from_a_file_come_out_as_written(env, tmp_path):
+    config = tmp_path / "env.yaml"
+    config.write_text("deploy:\n  env:\n    FLAG: true\n    COUNT: 3\n    TEXT: 'a: b'\n")
+    pod = yaml.safe_load(invoke("-f", str(config), "deploy", "--dry-run", "--env", "COUNT=4", env=env).stdout)
+    assert {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]} == {"FLAG": "true", "COUNT": "4", "TEXT": "a: b"}
+    config.write_text("deploy:\n  env:\n    LIST: [1, 2]\n")
+    one_line_error(invoke("-f", str(config), "deploy", "--dry-run", env=env), "deploy.env.LIST")
+
+
 def test_example_configurations_render(env):
     for name in ("local.yaml", "batch-job.yaml", "long-running.yaml"):
         done = invoke("-f", str(ROOT / "examples" / "config" / name), "deploy", "--dry-run", "--registry", "r.example.com",
@@ -209,8 +228,11 @@ def test_local_node_runs_the_pod_until_undeploy(registry, env, tmp_path, workloa
     assert wait_for(lambda: (tmp_path / "out" / later).exists())
     status = invoke("status", env=env).stdout
     assert f"default/{name}" in status and "Running" in status
+    (tmp_path / "in" / "broken.png").write_text("not an image")
+    assert wait_for(lambda: "broken.png" in invoke("logs", "--name", name, env=env).stdout)
     logs = invoke("logs", "--name", name, env=env).stdout
     assert sum(line.count("wrote ") for line in logs.splitlines()) == 4
+    assert any(line.startswith("[instance-0 stderr]") and "broken.png" in line for line in logs.splitlines())
     gone = invoke("undeploy", "--name", name, env=env)
     assert gone.returncode == 0 and "stopped" in gone.stdout
     assert f"default/{name}" not in invoke("status", env=env).stdout
@@ -219,6 +241,21 @@ def test_local_node_runs_the_pod_until_undeploy(registry, env, tmp_path, workloa
     time.sleep(1.5)
     assert not (tmp_path / "out" / after).exists()
     assert [p for p in (tmp_path / "out").rglob(".*")] == []
+
+
+def test_a_redeploy_the_node_cannot_pull_leaves_the_running_workload_running(auth_registry, env, tmp_path,
+                                                                            workload_names):
+    name = workload_names("keep")
+    images(tmp_path / "in", 1)
+    credentials = {**env, "REGISTRY_USERNAME": USER, "REGISTRY_PASSWORD": PASSWORD}
+    common = ["--registry", auth_registry.address, "--name", name, "--input-dir", str(tmp_path / "in"),
+              "--output-dir", str(tmp_path / "out"), "--env", "FRACTALIFY_INTERVAL=0.3"]
+    assert invoke("push", "--registry", auth_registry.address, env=credentials).returncode == 0
+    assert invoke("deploy", *common, "--create-pull-secret", env=credentials).returncode == 0
+    one_line_error(invoke("deploy", *common, env=credentials), "--create-pull-secret")
+    assert "Running" in invoke("status", env=env).stdout
+    later = images(tmp_path / "in", 1, start=60)[0]
+    assert wait_for(lambda: (tmp_path / "out" / later).exists())
 
 
 def test_local_job_runs_to_completion_and_an_indexed_job_writes_each_image_once(registry, env, tmp_path, workload_names):
@@ -259,6 +296,10 @@ def test_local_node_pulls_with_the_pull_secret(auth_registry, env, tmp_path, wor
     without = invoke("deploy", "--registry", auth_registry.address, "--name", name, "--kind", "job",
                      "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"), env=env)
     one_line_error(without, "credentials")
+    # The toolchain has credentials, the Pod has no pull secret: the node cannot pull, and says why.
+    no_secret = invoke("deploy", "--registry", auth_registry.address, "--name", name, "--kind", "job",
+                       "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"), env=with_credentials)
+    one_line_error(no_secret, "--create-pull-secret")
     done = invoke("deploy", "--registry", auth_registry.address, "--name", name, "--kind", "job", "--create-pull-secret",
                   "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"), env=with_credentials)
     assert done.returncode == 0, done.stderr

@@ -80,7 +80,8 @@ def test_pull_secret_carries_username_password_and_auth_under_the_registry_as_wr
 
 
 ADVERSARIAL = ["a: b", "# not a comment", "'single' \"double\"", "line one\nline two", "{{ x }} {% if %}",
-               "back\\slash", "ünïcødé ✓", "- item", "&anchor *alias", "[1, 2]", "null", "true", "  padded  ", ""]
+               "back\\slash", "ünïcødé ✓ 日本 🎉", "- item", "&anchor *alias", "[1, 2]", "null", "true", "  padded  ", "",
+               "line\u2028separator", "para\u2029separator", "nel\x85here", "del\x7fchar", "\ufeffbom", "tab\there"]
 
 
 def structure(value):
