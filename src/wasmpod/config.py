@@ -55,8 +55,9 @@ def collection_defaults(repository: str, name: str) -> dict[str, dict[str, Any]]
     INVOKE_DEPLOY_REPLICAS=many; from None it passes the text on for us to check and name."""
     return {
         "registry": {**{key: None for key in REGISTRY_DEFAULTS}, "repository": repository},
-        # env stays a mapping: invoke cannot merge a file's mapping onto None.
-        "deploy": {**{key: None for key in DEPLOY_DEFAULTS}, "name": name, "env": {}},
+        # No env here: invoke cannot merge a file's list onto a mapping (nor a mapping onto None),
+        # so only a file sets it, and deploy_settings checks what it holds.
+        "deploy": {**{key: None for key in DEPLOY_DEFAULTS if key != "env"}, "name": name},
     }
 
 
@@ -156,12 +157,11 @@ class DeploySettings:
 
 
 def _env_value(value: Any, key: str) -> str:
-    """A variable's value as text; YAML's true/false come back as written, lower case."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
-        return str(value)
-    raise UserError(f"{key} must be text or a number, not {value!r}")
+    """A variable's value must be text as written: YAML reads unquoted true, 010 or 1:30 as other
+    things (a boolean, 8, 90), which would reach the Pod changed."""
+    if isinstance(value, str):
+        return value
+    raise UserError(f"{key} must be quoted text in the YAML (YAML read it as {type(value).__name__} {value!r})")
 
 
 def parse_env_pairs(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:

@@ -41,7 +41,7 @@ def poc_config(toolchain_config: dict, name: str, toolchain_root: Path) -> dict:
     registry["repository"] = name
     registry["tag"] = None
     deploy["name"] = name
-    deploy["env"] = {}
+    deploy.pop("env", None)  # set in a -f file: invoke cannot merge a list onto a mapping
     deploy["templates"] = "templates/k8s"
     if deploy.get("pull_secret") and str(deploy["pull_secret"]).startswith("fractalify"):
         deploy["pull_secret"] = None

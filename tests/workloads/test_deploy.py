@@ -70,13 +70,16 @@ def test_invoke_variables_are_checked_and_read_as_text(registry, env, tmp_path):
     assert "@sha256:" in pinned["spec"]["containers"][0]["image"]
 
 
-def test_env_values_from_a_file_come_out_as_written(env, tmp_path):
+def test_env_values_from_a_file_are_quoted_text_and_flags_win(env, tmp_path):
     config = tmp_path / "env.yaml"
-    config.write_text("deploy:\n  env:\n    FLAG: true\n    COUNT: 3\n    TEXT: 'a: b'\n")
+    config.write_text("deploy:\n  env:\n    FLAG: 'true'\n    COUNT: '010'\n    TEXT: 'a: b'\n")
     pod = yaml.safe_load(invoke("-f", str(config), "deploy", "--dry-run", "--env", "COUNT=4", env=env).stdout)
     assert {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]} == {"FLAG": "true", "COUNT": "4", "TEXT": "a: b"}
-    config.write_text("deploy:\n  env:\n    LIST: [1, 2]\n")
-    one_line_error(invoke("-f", str(config), "deploy", "--dry-run", env=env), "deploy.env.LIST")
+    for unquoted in ("true", "010", "1:30", "[1, 2]"):
+        config.write_text(f"deploy:\n  env:\n    X: {unquoted}\n")
+        one_line_error(invoke("-f", str(config), "deploy", "--dry-run", env=env), "deploy.env.X")
+    config.write_text("deploy:\n  env: [A, B]\n")
+    one_line_error(invoke("-f", str(config), "deploy", "--dry-run", env=env), "deploy.env")
 
 
 def test_example_configurations_render(env):
