@@ -40,7 +40,11 @@ def test_the_fingerprint_changes_with_a_source_file(tmp_path):
     assert source_fingerprint(crate, BuildRequest(simd=True)) != before
     main = crate / "src" / "main.rs"
     main.write_text(main.read_text() + "\n// changed\n")
-    assert source_fingerprint(crate, BuildRequest()) != before
+    changed = source_fingerprint(crate, BuildRequest())
+    assert changed != before
+    kernel = crate / "kernel" / "src" / "lib.rs"
+    kernel.write_text(kernel.read_text() + "\n// changed\n")
+    assert source_fingerprint(crate, BuildRequest()) != changed
 
 
 def test_no_toolchain_names_what_to_install(tmp_path):
@@ -48,6 +52,16 @@ def test_no_toolchain_names_what_to_install(tmp_path):
         find_toolchain(search_path="", debian_bin=tmp_path)
     assert "rustup target add wasm32-wasip1" in str(raised.value)
     assert "apt-get install" in str(raised.value)
+
+
+def test_debian_rust_without_its_linker_names_the_package(tmp_path):
+    # Debian's rustc and cargo, but not the lld-14 that their rust-lld link points at.
+    for tool in ("rustc", "cargo"):
+        (tmp_path / tool).symlink_to(Path("/usr/bin") / tool)
+    (tmp_path / "rust-lld").symlink_to(tmp_path / "lld-14")
+    with pytest.raises(UserError) as raised:
+        find_toolchain(search_path="", debian_bin=tmp_path)
+    assert "lld-14" in str(raised.value)
 
 
 def test_unknown_formats_are_one_line_without_traceback():

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from testkit import wait_for
 
@@ -192,3 +193,17 @@ def test_watch_mode_reports_a_bad_file_again_once_it_changes(module, tmp_path):
         if process.poll() is None:
             process.kill()
     assert stderr.count("x.png") == 1, stderr
+
+
+@pytest.mark.parametrize("kind", ["lossless", "lossy", "lossy-with-alpha"])
+def test_an_oversized_webp_is_refused_from_its_header_before_decoding(run, tmp_path, kind):
+    # The header says 3000x2000; everything after it is cut off, so only a check made before
+    # decoding can see the size (a decoder would first fail on the missing data).
+    channels = 4 if kind == "lossy-with-alpha" else 3
+    full = tmp_path / "full.webp"
+    save(np.zeros((2000, 3000, channels), np.uint8), full, lossless=kind == "lossless")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "huge.webp").write_bytes(full.read_bytes()[:40])
+    done = run(tmp_path / "in", tmp_path / "out", "--max-pixels", "5000000")
+    assert done.status == 1
+    assert "huge.webp: too large: 3000x2000 is 6000000 pixels" in done.stderr

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fractalify::{parse_constant, Channel, JuliaParams};
+use fractalify::{Channel, JuliaParams};
+
+use crate::decimal::{parse_constant, parse_seconds};
 
 pub const USAGE: &str = "usage: fractalify [--once] [--interval SECONDS] [--c RE,IM] [--max-iter N] \
 [--channel red|green|blue] [--max-pixels N] [--instance ID] INPUT_DIR OUTPUT_DIR";
@@ -21,12 +23,17 @@ options (each also read from the environment, e.g. FRACTALIFY_ONCE=1, FRACTALIFY
   --instance ID              names this instance's claims and temporary files (FRACTALIFY_INSTANCE)
   --help, --version";
 
+/// `JuliaParams::default()`'s constant, as text.
+const DEFAULT_CONSTANT: &str = "-0.4,0.6";
+
 /// Everything one run needs, validated.
 #[derive(Clone, Debug)]
 pub struct Options {
     pub once: bool,
     pub interval: Duration,
     pub params: JuliaParams,
+    /// The constant as given (for the banner: printing floats would cost the module core's formatter).
+    pub constant: String,
     pub max_pixels: u64,
     pub instance: String,
     pub input_dir: PathBuf,
@@ -111,20 +118,18 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         None => false,
     };
     let interval = match lookup("--interval") {
-        Some((source, v)) => {
-            let secs: f64 = v.trim().parse().map_err(|_| format!("{} must be a number of seconds, not {:?}", source, v))?;
-            if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
-                return Err(format!("{} must be more than 0 and at most 86400 seconds, not {:?}", source, v));
-            }
-            Duration::from_secs_f64(secs)
-        }
+        Some((source, v)) => parse_seconds(v.trim(), 86_400)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("{} must be a number of seconds, more than 0 and at most 86400, not {:?}", source, v))?,
         None => Duration::from_secs(5),
     };
     let mut params = JuliaParams::default();
+    let mut constant = DEFAULT_CONSTANT.to_string();
     if let Some((source, v)) = lookup("--c") {
         let (cr, ci) = parse_constant(&v).ok_or_else(|| format!("{} must be RE,IM (e.g. -0.4,0.6), not {:?}", source, v))?;
         params.cr = cr;
         params.ci = ci;
+        constant = v.trim().to_string();
     }
     if let Some((source, v)) = lookup("--max-iter") {
         params.max_iter = v
@@ -161,6 +166,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         once,
         interval,
         params,
+        constant,
         max_pixels,
         instance,
         input_dir: PathBuf::from(&positional[0]),
@@ -223,6 +229,14 @@ mod tests {
         assert!(o.once);
         let o = run(&["--once=0", "/in", "/out"], &[("FRACTALIFY_ONCE", "1")]).unwrap();
         assert!(!o.once);
+    }
+
+    #[test]
+    fn the_default_constant_text_is_the_default_constant() {
+        let params = JuliaParams::default();
+        assert_eq!(parse_constant(DEFAULT_CONSTANT), Some((params.cr, params.ci)));
+        let o = run(&["--interval", "0.25", "--c", " -0.8,0.156 ", "/in", "/out"], &[]).unwrap();
+        assert_eq!((o.interval, o.constant.as_str()), (Duration::from_millis(250), "-0.8,0.156"));
     }
 
     #[test]

@@ -3,8 +3,9 @@
 
 use std::io::Cursor;
 
-use image::io::{Limits, Reader};
-use image::{ColorType, DynamicImage, ImageEncoder, ImageFormat};
+use image::buffer::ConvertBuffer;
+use image::io::Limits;
+use image::{ColorType, ImageBuffer, ImageDecoder, ImageEncoder, ImageFormat, ImageResult, Luma, LumaA, Pixel, Rgb, Rgba};
 
 /// The formats the contract names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,17 +51,6 @@ impl Format {
             other => other,
         }
     }
-
-    fn image_format(self) -> ImageFormat {
-        match self {
-            Format::Png => ImageFormat::Png,
-            Format::Jpeg => ImageFormat::Jpeg,
-            Format::Gif => ImageFormat::Gif,
-            Format::Bmp => ImageFormat::Bmp,
-            Format::Tiff => ImageFormat::Tiff,
-            Format::WebP => ImageFormat::WebP,
-        }
-    }
 }
 
 /// File name extensions (lower case) that mark a file as an input.
@@ -96,12 +86,49 @@ pub fn sniff(bytes: &[u8]) -> Result<Format, String> {
     Ok(format)
 }
 
-/// Decodes after checking the header's dimensions against `max_pixels`, so an oversized image
-/// is refused before any pixel buffer is allocated.
-pub fn decode(bytes: &[u8], format: Format, max_pixels: u64) -> Result<DynamicImage, String> {
-    let (width, height) = Reader::with_format(Cursor::new(bytes), format.image_format())
-        .into_dimensions()
-        .map_err(|e| describe(format, e))?;
+/// Decodes into 8-bit RGB or RGBA pixels, after checking the header's dimensions against
+/// `max_pixels`, so an oversized image is refused before any pixel buffer is allocated.
+///
+/// Each format's decoder is made once and read straight into the buffer the kernel works on:
+/// no second pass over the header, and no copy for 8-bit RGB and RGBA (most images).
+pub fn decode(bytes: &[u8], format: Format, max_pixels: u64) -> Result<Pixels, String> {
+    #[allow(unused_imports)]
+    use image::codecs;
+
+    #[allow(unused_variables)]
+    let cursor = Cursor::new(bytes);
+    match format {
+        #[cfg(feature = "png")]
+        Format::Png => read_pixels(codecs::png::PngDecoder::new(cursor), format, max_pixels),
+        #[cfg(feature = "jpeg")]
+        Format::Jpeg => read_pixels(codecs::jpeg::JpegDecoder::new(cursor), format, max_pixels),
+        #[cfg(feature = "gif")]
+        Format::Gif => read_pixels(codecs::gif::GifDecoder::new(cursor), format, max_pixels),
+        #[cfg(feature = "bmp")]
+        Format::Bmp => read_pixels(codecs::bmp::BmpDecoder::new(cursor), format, max_pixels),
+        #[cfg(feature = "tiff")]
+        Format::Tiff => read_pixels(codecs::tiff::TiffDecoder::new(cursor), format, max_pixels),
+        #[cfg(feature = "webp")]
+        Format::WebP => {
+            // The image crate's WebP decoder decodes the whole frame when it is made.
+            let (width, height) = webp_dimensions(bytes).ok_or_else(|| "truncated webp data".to_string())?;
+            check_size(width, height, format, max_pixels)?;
+            let pixels = read_pixels(codecs::webp::WebPDecoder::new(cursor), format, max_pixels)?;
+            // It decodes every lossless WebP as RGBA; one whose header says it has no alpha is
+            // RGB, as other decoders (and the contract's "RGBA with alpha") have it.
+            if pixels.channels == 4 && !webp_declares_alpha(bytes) {
+                Ok(Pixels { channels: 3, data: drop_alpha(&pixels.data), ..pixels })
+            } else {
+                Ok(pixels)
+            }
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(format!("cannot read {}: this module was built without it", other.name())),
+    }
+}
+
+/// Refuses an image over `max_pixels`, or with none; returns its number of pixels.
+fn check_size(width: u32, height: u32, format: Format, max_pixels: u64) -> Result<u64, String> {
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
         return Err(format!("too large: {}x{} is {} pixels, over --max-pixels {}", width, height, pixels, max_pixels));
@@ -109,20 +136,85 @@ pub fn decode(bytes: &[u8], format: Format, max_pixels: u64) -> Result<DynamicIm
     if pixels == 0 {
         return Err(format!("{} image with no pixels ({}x{})", format.name(), width, height));
     }
-    let mut reader = Reader::with_format(Cursor::new(bytes), format.image_format());
-    let mut limits = Limits::default();
+    Ok(pixels)
+}
+
+#[allow(dead_code)]
+fn read_pixels<'a, D: ImageDecoder<'a>>(decoder: ImageResult<D>, format: Format, max_pixels: u64) -> Result<Pixels, String> {
+    let fail = |e| describe(format, e);
+    let mut decoder = decoder.map_err(fail)?;
+    let (width, height) = decoder.dimensions();
+    let pixels = check_size(width, height, format, max_pixels)?;
     // The decoder must not produce more than the header promised (16-bit RGBA is 8 bytes a pixel).
+    let mut limits = Limits::default();
     limits.max_image_width = Some(width);
     limits.max_image_height = Some(height);
     limits.max_alloc = Some(pixels.saturating_mul(8).saturating_add(1 << 20));
-    reader.limits(limits);
-    let image = reader.decode().map_err(|e| describe(format, e))?;
-    // The image crate decodes every lossless WebP as RGBA; one whose header says it has no
-    // alpha is RGB, as other decoders (and the contract's "RGBA with alpha") have it.
-    if format == Format::WebP && image.color().has_alpha() && !webp_declares_alpha(bytes) {
-        return Ok(DynamicImage::ImageRgb8(image.into_rgb8()));
+    limits.reserve(decoder.total_bytes()).map_err(fail)?;
+    decoder.set_limits(limits).map_err(fail)?;
+    let color = decoder.color_type();
+    let size = usize::try_from(decoder.total_bytes()).map_err(|_| format!("too large for this machine: {}x{}", width, height))?;
+    // Grey and palette become RGB (RGBA with alpha), 16-bit becomes 8-bit: by the image crate's
+    // own conversions, the ones `DynamicImage::into_rgb8` makes.
+    let (channels, data) = match color {
+        ColorType::Rgb8 | ColorType::Rgba8 | ColorType::L8 | ColorType::La8 => {
+            let mut data = vec![0u8; size];
+            decoder.read_image(&mut data).map_err(fail)?;
+            match color {
+                ColorType::L8 => (3, converted::<Luma<u8>, Rgb<u8>>(width, height, data)),
+                ColorType::La8 => (4, converted::<LumaA<u8>, Rgba<u8>>(width, height, data)),
+                _ => (usize::from(color.channel_count()), data),
+            }
+        }
+        ColorType::L16 | ColorType::La16 | ColorType::Rgb16 | ColorType::Rgba16 => {
+            let mut data = vec![0u16; size / 2];
+            decoder.read_image(bytemuck::cast_slice_mut(&mut data)).map_err(fail)?;
+            match color {
+                ColorType::L16 => (3, converted::<Luma<u16>, Rgb<u8>>(width, height, data)),
+                ColorType::La16 => (4, converted::<LumaA<u16>, Rgba<u8>>(width, height, data)),
+                ColorType::Rgb16 => (3, converted::<Rgb<u16>, Rgb<u8>>(width, height, data)),
+                _ => (4, converted::<Rgba<u16>, Rgba<u8>>(width, height, data)),
+            }
+        }
+        other => return Err(format!("unsupported {} colour type {:?}", format.name(), other)),
+    };
+    Ok(Pixels { width, height, channels, data })
+}
+
+/// `samples` of pixel type `From` as the 8-bit bytes of pixel type `To`.
+#[allow(dead_code)]
+fn converted<From, To>(width: u32, height: u32, samples: Vec<From::Subpixel>) -> Vec<u8>
+where
+    From: Pixel + 'static,
+    To: Pixel<Subpixel = u8> + 'static,
+    ImageBuffer<From, Vec<From::Subpixel>>: ConvertBuffer<ImageBuffer<To, Vec<u8>>>,
+{
+    let image = ImageBuffer::<From, _>::from_raw(width, height, samples).expect("the decoder filled the buffer it was given");
+    image.convert().into_raw()
+}
+
+/// A WebP file's canvas size from its header, as its decoder will find it: VP8X's canvas, the
+/// 14-bit fields of VP8L, or those of a lossy key frame (RFC 6386, 9.1).
+#[allow(dead_code)]
+fn webp_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let at = |range: std::ops::Range<usize>| bytes.get(range);
+    let le24 = |b: &[u8]| u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16;
+    match at(12..16)? {
+        b"VP8X" => {
+            let b = at(24..30)?;
+            Some((1 + le24(&b[0..3]), 1 + le24(&b[3..6])))
+        }
+        b"VP8L" => {
+            let b = at(21..25)?;
+            let bits = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            Some((1 + (bits & 0x3fff), 1 + ((bits >> 14) & 0x3fff)))
+        }
+        b"VP8 " => {
+            let b = at(26..30)?;
+            Some((u32::from(u16::from_le_bytes([b[0], b[1]]) & 0x3fff), u32::from(u16::from_le_bytes([b[2], b[3]]) & 0x3fff)))
+        }
+        _ => None,
     }
-    Ok(image)
 }
 
 /// Whether a WebP file's header says it carries alpha: the VP8L `alpha_is_used` bit, or the
@@ -154,16 +246,6 @@ pub struct Pixels {
 }
 
 impl Pixels {
-    /// Grey and palette become RGB (RGBA with alpha); 16-bit becomes 8-bit the image crate's way.
-    pub fn from_image(image: DynamicImage) -> Pixels {
-        let (width, height) = (image.width(), image.height());
-        if image.color().has_alpha() {
-            Pixels { width, height, channels: 4, data: image.into_rgba8().into_raw() }
-        } else {
-            Pixels { width, height, channels: 3, data: image.into_rgb8().into_raw() }
-        }
-    }
-
     fn color(&self) -> ColorType {
         if self.channels == 4 {
             ColorType::Rgba8
@@ -176,7 +258,11 @@ impl Pixels {
 /// Encodes in `format` (the input's output format). PNG favours speed and stays lossless:
 /// deflate level 1 with the Up filter measured fastest here, at 1% more bytes than Sub.
 pub fn encode(pixels: Pixels, format: Format) -> Result<Vec<u8>, String> {
-    let mut out = Cursor::new(Vec::with_capacity(pixels.data.len() / 2 + 1024));
+    // Room for the whole output, so it is never copied to grow: lossless formats are at most a
+    // little larger than the pixels (stored deflate blocks, row filter bytes), JPEG and GIF smaller.
+    let lossless = matches!(format.output(), Format::Png | Format::Bmp | Format::Tiff);
+    let raw = pixels.data.len();
+    let mut out = Cursor::new(Vec::with_capacity(if lossless { raw + raw / 32 + 4096 } else { raw / 2 + 4096 }));
     let (w, h) = (pixels.width, pixels.height);
     let result = match format.output() {
         #[cfg(feature = "png")]
@@ -211,13 +297,13 @@ pub fn encode(pixels: Pixels, format: Format) -> Result<Vec<u8>, String> {
 /// (exactly when they have few colours, else NeuQuant at speed 10) and give the rest one index.
 #[cfg(feature = "gif")]
 fn encode_gif(out: &mut Cursor<Vec<u8>>, rgba: &[u8], width: u32, height: u32) -> Result<(), String> {
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
 
     let too_large = || format!("a GIF is at most 65535x65535, not {}x{}", width, height);
     let (w, h) = (u16::try_from(width).map_err(|_| too_large())?, u16::try_from(height).map_err(|_| too_large())?);
     let has_transparency = rgba.chunks_exact(4).any(|p| p[3] == 0);
     let colours = if has_transparency { 255 } else { 256 };
-    let mut exact: HashMap<[u8; 3], u8> = HashMap::new();
+    let mut exact: BTreeMap<[u8; 3], u8> = BTreeMap::new();
     for p in rgba.chunks_exact(4).filter(|p| p[3] != 0) {
         if exact.len() > colours {
             break;

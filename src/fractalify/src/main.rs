@@ -3,9 +3,9 @@
 
 mod cli;
 mod codec;
+mod decimal;
 mod files;
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process;
@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cli::{Command, Options};
-use codec::{Format, Pixels};
+use codec::Format;
 use files::Fingerprint;
 
 /// What happened to one input in one scan.
@@ -45,20 +45,19 @@ fn main() {
         }
     }
     println!(
-        "fractalify {}: {} {} -> {} (formats: {}; kernel {}; c={},{}; max-iter {}; channel {:?}; instance {})",
+        "fractalify {}: {} {} -> {} (formats: {}; kernel {}; c={}; max-iter {}; channel {}; instance {})",
         env!("CARGO_PKG_VERSION"),
         if options.once { "processing" } else { "watching" },
         options.input_dir.display(),
         options.output_dir.display(),
         codec::built_formats().join(" "),
         fractalify::KERNEL,
-        options.params.cr,
-        options.params.ci,
+        options.constant,
         options.params.max_iter,
-        options.params.channel,
+        options.params.channel.name(),
         options.instance,
     );
-    let mut worker = Worker { options, failures: HashMap::new() };
+    let mut worker = Worker { options, failures: Vec::new() };
     if worker.options.once {
         let summary = worker.scan();
         println!(
@@ -106,8 +105,9 @@ struct Summary {
 
 struct Worker {
     options: Options,
-    /// Inputs that failed, by the fingerprint they had then: reported once while unchanged.
-    failures: HashMap<PathBuf, Fingerprint>,
+    /// Inputs that failed, with the fingerprint they had then: reported once while unchanged.
+    /// (A list, searched in turn: it is short, and a map's code costs the module kilobytes.)
+    failures: Vec<(PathBuf, Fingerprint)>,
 }
 
 impl Worker {
@@ -124,13 +124,13 @@ impl Worker {
         for relative in inputs {
             let source = self.options.input_dir.join(&relative);
             let print = files::fingerprint(&source);
-            let known_bad = print.is_some() && self.failures.get(&relative) == print.as_ref();
+            let known_bad = print.is_some() && self.failures.iter().any(|(path, was)| *path == relative && Some(was) == print.as_ref());
             if known_bad && !self.options.once {
                 continue;
             }
             match self.process(&relative, &source) {
                 Outcome::Written { output, bytes, millis } => {
-                    self.failures.remove(&relative);
+                    self.failures.retain(|(path, _)| *path != relative);
                     summary.written += 1;
                     println!("wrote {} ({} bytes, {} ms)", output.display(), bytes, millis);
                 }
@@ -140,7 +140,8 @@ impl Worker {
                     summary.failed += 1;
                     eprintln!("fractalify: {}: {}", relative.display(), reason);
                     if let Some(print) = print {
-                        self.failures.insert(relative, print);
+                        self.failures.retain(|(path, _)| *path != relative);
+                        self.failures.push((relative, print));
                     }
                 }
             }
@@ -187,9 +188,8 @@ impl Worker {
         if codec::sniff(&bytes)? != format {
             return Err("changed while being read; will retry when it is unchanged".to_string());
         }
-        let image = codec::decode(&bytes, format, self.options.max_pixels)?;
+        let mut pixels = codec::decode(&bytes, format, self.options.max_pixels)?;
         drop(bytes);
-        let mut pixels = Pixels::from_image(image);
         fractalify::fractalify(&mut pixels.data, pixels.width, pixels.height, pixels.channels, &self.options.params);
         codec::encode(pixels, format)
     }
