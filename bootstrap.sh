@@ -7,10 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Debian's Rust 1.63 has the wasm32-wasi standard library; its crates stand in for crates.io.
+# Debian's Rust 1.63 has the wasm32-wasi standard library; its crates stand in for crates.io;
+# lld-14 is the rust-lld it links wasm with (only recommended by the package, so named here).
 # binaryen's wasm-opt shrinks the module; docker-registry is the embedded local registry; skopeo an
 # independent OCI client for the tests; time measures peak memory in the benchmark.
-DEBIAN_PACKAGES=(rustc cargo libstd-rust-dev-wasm32 librust-image-dev binaryen docker-registry skopeo time)
+DEBIAN_PACKAGES=(rustc cargo libstd-rust-dev-wasm32 lld-14 librust-image-dev binaryen docker-registry skopeo time)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 

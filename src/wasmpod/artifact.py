@@ -18,7 +18,8 @@ MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.wasm.config.v1+json"
 LAYER_MEDIA_TYPE = "application/vnd.wasm.content.layer.v1+wasm"
 CONFIG_BYTES = b"{}"
-# Which build an artifact carries: "mvp" loads on Krustlet's wasmtime 0.30, "simd128" needs 0.33+.
+# Which build an artifact carries: the WebAssembly features its module uses beyond the MVP
+# (rustc's names, comma-separated). Without "simd128" it loads on Krustlet's wasmtime 0.30.
 WASM_FEATURES_ANNOTATION = "io.wasmpod.wasm.features"
 # Media types a pull accepts for the manifest (what Krustlet and wasm-to-oci send).
 MANIFEST_ACCEPT = ", ".join([MANIFEST_MEDIA_TYPE, "application/vnd.docker.distribution.manifest.v2+json"])
@@ -72,7 +73,7 @@ class Provenance:
     revision: str | None = None
     version: str | None = None
     created: str | None = None
-    # The WebAssembly features the module needs beyond the MVP ("simd128"), or None.
+    # The WebAssembly features the module uses beyond the MVP ("bulk-memory,...,simd128"), or None.
     wasm_features: str | None = None
 
     def annotations(self) -> dict[str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .artifact import CONFIG_BYTES, Artifact, check_krustlet_manifest, compose_artifact, provenance_from_git, sha256_digest
-from .build import BuiltModule
+from .build import BuiltModule, wasm_features
 from .credentials import Credentials, resolve_credentials
 from .errors import UserError
 from .local_registry import LocalRegistry
@@ -166,6 +166,6 @@ def push_module(project: Project, module: BuiltModule, settings: RegistrySetting
     client = connect(project.registry_dir, settings, environ)
     target = ImageReference(client.registry, settings.repository, settings.tag_for(project.crate_version, module.simd))
     provenance = replace(provenance_from_git(project.root, project.crate_version, environ),
-                         wasm_features="simd128" if module.simd else None)
+                         wasm_features=",".join(wasm_features(module.simd)))
     artifact = compose_artifact(module.path, provenance, layer_digest=f"sha256:{module.sha256}")
     return push_artifact(client, target, artifact, terminal_progress(f"uploading {module.path.name}"))

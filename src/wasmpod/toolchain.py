@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ DEBIAN_CRATE_REGISTRY = Path("/usr/share/cargo/registry")
 
 INSTALL_HINT = (
     "no Rust toolchain can target wasm32-wasi: run `rustup target add wasm32-wasip1`, "
-    "or on Debian `apt-get install rustc cargo libstd-rust-dev-wasm32 librust-image-dev`"
+    "or on Debian `apt-get install rustc cargo libstd-rust-dev-wasm32 lld-14 librust-image-dev`"
 )
 
 
@@ -28,6 +29,12 @@ class Toolchain:
     target: str  # "wasm32-wasip1" (Rust 1.78+) or "wasm32-wasi" (older, e.g. Debian 12's 1.63)
     # Crates come from this directory instead of crates.io (Debian's packaged crates), or None.
     crate_directory: Path | None
+
+    def cargo_environment(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """`environ` with cargo pointed at this rustc and the rustdoc beside it (a rustdoc of
+        another release cannot read the crates this rustc compiled, e.g. for doctests)."""
+        rustdoc = self.rustc.with_name("rustdoc")
+        return {**environ, "RUSTC": str(self.rustc), **({"RUSTDOC": str(rustdoc)} if rustdoc.exists() else {})}
 
     def cargo_config_args(self) -> list[str]:
         """`--config` flags replacing crates.io with the crate directory, when there is one."""
@@ -81,6 +88,9 @@ def find_toolchain(search_path: str | None = None, debian_bin: Path = Path("/usr
     if debian_rustc.exists() and debian_cargo.exists():
         target = wasm_target_of(debian_rustc)
         if target:
+            # Debian's rustc links wasm with rust-lld, a link to lld-14 that the package only recommends.
+            if not (debian_bin / "rust-lld").resolve().exists():
+                raise UserError("Debian's Rust can target wasm32-wasi but cannot link it: apt-get install lld-14 (rust-lld)")
             if not DEBIAN_CRATE_REGISTRY.is_dir():
                 raise UserError(
                     f"Debian's Rust can target wasm32-wasi but {DEBIAN_CRATE_REGISTRY} is missing: "

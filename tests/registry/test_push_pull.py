@@ -58,7 +58,16 @@ def test_anonymous_push_is_the_wasm_to_oci_layout_and_krustlet_pulls_it(registry
     assert annotations["org.opencontainers.image.version"] == "0.2.0"
     assert len(annotations["org.opencontainers.image.revision"].split("-")[0]) == 40
     assert annotations["org.opencontainers.image.created"].endswith("Z")
+    assert annotations["io.wasmpod.wasm.features"] == "bulk-memory,nontrapping-fptoint,sign-ext,mutable-globals"
     assert krustlet_pull(registry.address, "fractalify", "v0.2.0") == module.read_bytes()
+
+
+def test_the_simd_build_is_pushed_under_its_own_tag_and_says_what_it_needs(registry, clean_env):
+    done = invoke("build", "--simd", "push", "--registry", registry.address, env=clean_env, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert pushed_fields(done.stdout)["Pushed"] == f"{registry.address}/fractalify:v0.2.0-simd"
+    annotations = skopeo_raw(f"{registry.address}/fractalify:v0.2.0-simd")["annotations"]
+    assert annotations["io.wasmpod.wasm.features"].split(",")[-1] == "simd128"
 
 
 def test_skopeo_copies_the_module_byte_for_byte(registry, clean_env, module, tmp_path):
