@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from .project import Project
 WROTE_MILLIS = re.compile(r"^wrote .* \((\d+) bytes, (\d+) ms\)$", re.MULTILINE)
 SEED_MODULE_BYTES = 3_145_689  # the seed PoC's module, for scale
 CONSTANTS = (("default constant", []), ("--c -0.7269,0.1889", ["--c", "-0.7269,0.1889"]))
+# One iteration a pixel: what is left is reading, decoding, encoding and writing.
+CODEC_ONLY = ("--max-iter 1 (codecs and files only)", ["--max-iter", "1"])
+WASM_BUILDS = ("default (Krustlet)", "--simd")
 
 # Runs one module in wasmtime in a process of its own, so its peak memory can be read.
 WASM_RUNNER = """
@@ -93,6 +97,16 @@ def time_native(binary: Path, flags: list[str], input_dir: Path, work: Path) -> 
     return _measure([str(binary), *flags, "--once", str(input_dir), str(output)])
 
 
+def interleaved(runners: dict[str, Callable[[list[str], Path], Timing]], flags: list[str], input_dir: Path,
+                runs: int) -> dict[str, list[Timing]]:
+    """`runs` timings of each runner on `input_dir`, taken in turn (a, b, c, a, b, c, ...)."""
+    timings: dict[str, list[Timing]] = {name: [] for name in runners}
+    for _ in range(runs):
+        for name, run in runners.items():
+            timings[name].append(run(flags, input_dir))
+    return timings
+
+
 def compile_ms(module: Path, runs: int) -> float:
     """Cranelift compile time of the module in wasmtime, without its cache."""
     import wasmtime
@@ -128,7 +142,7 @@ def run_benchmarks(project: Project, runs: int = 5, out=sys.stdout) -> None:
     rows: list[tuple[str, str]] = []
     for name, built in builds.items():
         rows.append((f"module size, {name}", f"{built.size:,} bytes = {built.size / SEED_MODULE_BYTES:.1%} of the seed's"))
-    for name in ("default (Krustlet)", "--simd"):
+    for name in WASM_BUILDS:
         rows.append((f"compile time in wasmtime, {name}", f"{compile_ms(builds[name].path, runs):.0f} ms"))
 
     with tempfile.TemporaryDirectory(prefix="fractalify-bench-") as scratch:
@@ -136,26 +150,28 @@ def run_benchmarks(project: Project, runs: int = 5, out=sys.stdout) -> None:
         hd = work / "hd"
         hd.mkdir()
         make_photo_like_png(hd / "frame.png", 1920, 1080)
-        for label, flags in CONSTANTS:
-            native = statistics.median(time_native(plain_native, flags, hd, work).image_ms for _ in range(runs))
-            for name in ("default (Krustlet)", "--simd"):
-                wasm = statistics.median(time_wasm(builds[name].path, flags, hd, work).image_ms for _ in range(runs))
+        # Round-robin, so a neighbour's load on this shared machine falls on all three alike.
+        runners = {"native": lambda flags, where: time_native(plain_native, flags, where, work)}
+        for name in WASM_BUILDS:
+            runners[name] = lambda flags, where, path=builds[name].path: time_wasm(path, flags, where, work)
+        for label, flags in CONSTANTS + (CODEC_ONLY,):
+            timings = interleaved(runners, flags, hd, runs)
+            native = statistics.median(t.image_ms for t in timings["native"])
+            for name in WASM_BUILDS:
+                wasm = statistics.median(t.image_ms for t in timings[name])
                 rows.append((f"1920x1080 PNG, {label}, {name}: wasmtime / native",
                              f"{wasm:.0f} ms / {native:.0f} ms = {wasm / native:.2f}"))
         batch = work / "batch"
         batch.mkdir()
         for i in range(100):
             make_photo_like_png(batch / f"{i:03}.png", 640, 480, seed=i)
-        for name in ("default (Krustlet)", "--simd"):
-            timings = [time_wasm(builds[name].path, [], batch, work) for _ in range(max(1, runs // 2))]
-            wall = statistics.median(t.wall_ms for t in timings)
-            peak = max(t.peak_rss_kib for t in timings)
+        timings = interleaved(runners, [], batch, max(1, runs // 2))
+        for name in (*WASM_BUILDS, "native"):
+            wall = statistics.median(t.wall_ms for t in timings[name])
+            peak = max(t.peak_rss_kib for t in timings[name])
+            runtime = " (with Python and wasmtime)" if name != "native" else ""
             rows.append((f"batch of 100 PNGs 640x480 --once, {name}",
-                         f"{100 / (wall / 1000):.1f} images/s, peak RSS {_mib(peak)} (with Python and wasmtime)"))
-        native_batch = [time_native(plain_native, [], batch, work) for _ in range(max(1, runs // 2))]
-        rows.append(("batch of 100 PNGs 640x480 --once, native",
-                     f"{100 / (statistics.median(t.wall_ms for t in native_batch) / 1000):.1f} images/s, "
-                     f"peak RSS {_mib(max(t.peak_rss_kib for t in native_batch))}"))
+                         f"{100 / (wall / 1000):.1f} images/s, peak RSS {_mib(peak)}{runtime}"))
 
     invoke = [str(Path(sys.executable).with_name("invoke"))]
     rows.append(("no-op `invoke build`", f"{command_ms(invoke + ['build'], project.root, runs):.0f} ms"))
