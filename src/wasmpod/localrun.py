@@ -60,6 +60,7 @@ def run_wasi(run: WasiRun, stop: threading.Event | None = None) -> RunResult:
 
 
 def _run_here(run: WasiRun) -> RunResult:
+    """`run` on this thread, to its end (nothing can stop it from outside but ending the process)."""
     import wasmtime  # imported here: only running tasks pay for it
 
     _check_preopens(run)
@@ -150,9 +151,11 @@ def _run_as_json(run: WasiRun) -> dict[str, object]:
 
 
 def _run_from_json(data: dict) -> WasiRun:
-    optional = lambda value: Path(value) if value else None  # noqa: E731
+    def optional_path(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
     return WasiRun(Path(data["module"]), tuple(data["argv"]), tuple((Path(h), g) for h, g in data["preopens"]),
-                   tuple((k, v) for k, v in data["env"]), optional(data["stdout"]), optional(data["stderr"]))
+                   tuple((k, v) for k, v in data["env"]), optional_path(data["stdout"]), optional_path(data["stderr"]))
 
 
 def _child_main(scratch: Path) -> None:

@@ -94,6 +94,14 @@ def test_palette_input_becomes_rgb_and_with_transparency_rgba(run, tmp_path):
     assert np.array_equal(got, expected_pixels(expected_rgba))
 
 
+def test_grey_with_alpha_becomes_rgba(run, tmp_path):
+    (tmp_path / "in").mkdir()
+    grey, alpha = noise(19, 27, 2)[:, :, 0], noise(19, 27, 2, seed=4)[:, :, 1]
+    Image.fromarray(np.dstack([grey, alpha]), "LA").save(tmp_path / "in" / "ga.png")
+    assert run(tmp_path / "in", tmp_path / "out").status == 0
+    assert np.array_equal(load(tmp_path / "out" / "ga.png"), expected_pixels(np.dstack([grey, grey, grey, alpha])))
+
+
 def test_sixteen_bit_input_becomes_eight_bit_as_the_image_crate_converts(run, tmp_path):
     (tmp_path / "in").mkdir()
     grey16 = np.random.default_rng(3).integers(0, 65536, (21, 33), dtype=np.uint16)

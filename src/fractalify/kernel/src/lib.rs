@@ -154,7 +154,7 @@ pub fn fractalify(pixels: &mut [u8], width: u32, height: u32, channels: usize, p
 /// (-z)^2 rounds to the same z^2 (squares and `(2*zr)*zi` only flip signs twice), so both
 /// starting points reach the same z1 and the same count. That holds wherever the mapping puts
 /// pixel (W-1-x, H-1-y) at exactly -z0 of pixel (x, y), which is checked, not assumed (f32
-/// spacing breaks it for sides beyond 2^22 pixels). The plain baseline computes every pixel.
+/// spacing breaks it for sides of 2^23 pixels and more). The plain baseline computes every pixel.
 fn mirrored_rows(columns: &[f32], rows: &[f32]) -> usize {
     let turned = |axis: &[f32]| axis.iter().zip(axis.iter().rev()).all(|(a, b)| *a == -*b);
     if cfg!(feature = "plain-kernel") || !turned(columns) || !turned(rows) {
