@@ -282,7 +282,8 @@ mod simd {
 
 /// Runs `step` `max_iter` times, or until it reports that no point is inside any more; the check
 /// comes after every second step (a step after all points have left changes no count), which
-/// halves the loop's back-edges: wasmtime puts its interruption check on each one.
+/// halves the loop's back-edges: hosts that can interrupt a module (Krustlet's wasmtime,
+/// runwasi) put a check on each one.
 #[allow(dead_code)]
 #[inline(always)]
 fn in_pairs_of_steps(max_iter: u8, step: &mut impl FnMut() -> bool) {
