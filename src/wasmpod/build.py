@@ -127,11 +127,12 @@ def parse_feature_list(text: str | None) -> tuple[str, ...] | None:
 # WebAssembly proposals every module is compiled with. All were finished before wasmtime 0.30,
 # Krustlet's engine, and are on in its default configuration, so the default build still loads
 # there (tests/core/test_krustlet_engine.py). Bulk memory makes memcpy and memset one instruction
-# each (PNG decoding 15% faster in wasmtime); the others spare checks around conversions.
-COMMON_WASM_FEATURES = ("bulk-memory", "nontrapping-fptoint", "sign-ext", "mutable-globals")
+# each (PNG decoding 15% faster in wasmtime); saturating conversions spare the checks around
+# float-to-int casts. (Sign extension too would be, but Rust 1.63 warns at its name.)
+COMMON_WASM_FEATURES = ("bulk-memory", "nontrapping-fptoint", "mutable-globals")
 # rustc's names for them, and binaryen's.
 WASM_OPT_FEATURE_FLAGS = {"bulk-memory": "--enable-bulk-memory", "nontrapping-fptoint": "--enable-nontrapping-float-to-int",
-                          "sign-ext": "--enable-sign-ext", "mutable-globals": "--enable-mutable-globals",
+                          "mutable-globals": "--enable-mutable-globals",
                           "simd128": "--enable-simd"}
 
 

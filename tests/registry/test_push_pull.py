@@ -58,7 +58,7 @@ def test_anonymous_push_is_the_wasm_to_oci_layout_and_krustlet_pulls_it(registry
     assert annotations["org.opencontainers.image.version"] == "0.2.0"
     assert len(annotations["org.opencontainers.image.revision"].split("-")[0]) == 40
     assert annotations["org.opencontainers.image.created"].endswith("Z")
-    assert annotations["io.wasmpod.wasm.features"] == "bulk-memory,nontrapping-fptoint,sign-ext,mutable-globals"
+    assert annotations["io.wasmpod.wasm.features"] == "bulk-memory,nontrapping-fptoint,mutable-globals"
     assert krustlet_pull(registry.address, "fractalify", "v0.2.0") == module.read_bytes()
 
 

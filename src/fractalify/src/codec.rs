@@ -5,7 +5,7 @@ use std::io::Cursor;
 
 use image::buffer::ConvertBuffer;
 use image::io::Limits;
-use image::{ColorType, ImageBuffer, ImageDecoder, ImageEncoder, ImageFormat, ImageResult, Luma, LumaA, Pixel, Rgb, Rgba};
+use image::{ColorType, ImageBuffer, ImageDecoder, ImageFormat, ImageResult, Luma, LumaA, Pixel, Rgb, Rgba};
 
 /// The formats the contract names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,7 +139,6 @@ fn check_size(width: u32, height: u32, format: Format, max_pixels: u64) -> Resul
     Ok(pixels)
 }
 
-#[allow(dead_code)]
 fn read_pixels<'a, D: ImageDecoder<'a>>(decoder: ImageResult<D>, format: Format, max_pixels: u64) -> Result<Pixels, String> {
     let fail = |e| describe(format, e);
     let mut decoder = decoder.map_err(fail)?;
@@ -182,7 +181,6 @@ fn read_pixels<'a, D: ImageDecoder<'a>>(decoder: ImageResult<D>, format: Format,
 }
 
 /// `samples` of pixel type `From` as the 8-bit bytes of pixel type `To`.
-#[allow(dead_code)]
 fn converted<From, To>(width: u32, height: u32, samples: Vec<From::Subpixel>) -> Vec<u8>
 where
     From: Pixel + 'static,
@@ -195,7 +193,7 @@ where
 
 /// A WebP file's canvas size from its header, as its decoder will find it: VP8X's canvas, the
 /// 14-bit fields of VP8L, or those of a lossy key frame (RFC 6386, 9.1).
-#[allow(dead_code)]
+#[cfg(feature = "webp")]
 fn webp_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
     let at = |range: std::ops::Range<usize>| bytes.get(range);
     let le24 = |b: &[u8]| u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16;
@@ -219,6 +217,7 @@ fn webp_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
 
 /// Whether a WebP file's header says it carries alpha: the VP8L `alpha_is_used` bit, or the
 /// VP8X alpha flag. (A simple lossy `VP8 ` file has none.)
+#[cfg(feature = "webp")]
 fn webp_declares_alpha(bytes: &[u8]) -> bool {
     match bytes.get(12..16) {
         Some(b"VP8L") => bytes.get(21..25).map_or(true, |b| (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) >> 28) & 1 == 1),
@@ -246,6 +245,7 @@ pub struct Pixels {
 }
 
 impl Pixels {
+    #[cfg(any(feature = "png", feature = "bmp", feature = "tiff"))]
     fn color(&self) -> ColorType {
         if self.channels == 4 {
             ColorType::Rgba8
@@ -264,30 +264,35 @@ pub fn encode(pixels: Pixels, format: Format) -> Result<Vec<u8>, String> {
     let raw = pixels.data.len();
     let mut out = Cursor::new(Vec::with_capacity(if lossless { raw + raw / 32 + 4096 } else { raw / 2 + 4096 }));
     let (w, h) = (pixels.width, pixels.height);
-    let result = match format.output() {
+    #[allow(unused_imports)]
+    use image::ImageEncoder;
+    #[allow(unused_variables)]
+    let failed = |e: image::ImageError| format!("cannot encode {}: {}", format.output().name(), e);
+    match format.output() {
         #[cfg(feature = "png")]
         Format::Png => {
             use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-            PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Up).write_image(&pixels.data, w, h, pixels.color())
+            PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Up)
+                .write_image(&pixels.data, w, h, pixels.color())
+                .map_err(failed)
         }
         #[cfg(feature = "jpeg")]
         Format::Jpeg => {
             let rgb = if pixels.channels == 4 { drop_alpha(&pixels.data) } else { pixels.data };
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).write_image(&rgb, w, h, ColorType::Rgb8)
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).write_image(&rgb, w, h, ColorType::Rgb8).map_err(failed)
         }
         #[cfg(feature = "gif")]
         Format::Gif => {
             let rgba = if pixels.channels == 3 { add_alpha(&pixels.data) } else { pixels.data };
-            return encode_gif(&mut out, &rgba, w, h).map(|_| out.into_inner());
+            encode_gif(&mut out, &rgba, w, h)
         }
         #[cfg(feature = "bmp")]
-        Format::Bmp => image::codecs::bmp::BmpEncoder::new(&mut out).write_image(&pixels.data, w, h, pixels.color()),
+        Format::Bmp => image::codecs::bmp::BmpEncoder::new(&mut out).write_image(&pixels.data, w, h, pixels.color()).map_err(failed),
         #[cfg(feature = "tiff")]
-        Format::Tiff => image::codecs::tiff::TiffEncoder::new(&mut out).write_image(&pixels.data, w, h, pixels.color()),
+        Format::Tiff => image::codecs::tiff::TiffEncoder::new(&mut out).write_image(&pixels.data, w, h, pixels.color()).map_err(failed),
         #[allow(unreachable_patterns)]
-        other => return Err(format!("cannot write {}: this module was built without it", other.name())),
-    };
-    result.map_err(|e| format!("cannot encode {}: {}", format.output().name(), e))?;
+        other => Err(format!("cannot write {}: this module was built without it", other.name())),
+    }?;
     Ok(out.into_inner())
 }
 
