@@ -63,7 +63,9 @@ def _run_here(run: WasiRun) -> RunResult:
     """`run` on this thread, to its end (nothing can stop it from outside but ending the process)."""
     import wasmtime  # imported here: only running tasks pay for it
 
-    _check_preopens(run)
+    for host, _guest in run.preopens:
+        if not host.is_dir():
+            raise UserError(f"{host} is not a directory: create it or pass an existing one")
     config = wasmtime.Config()
     config.cache = True  # wasmtime's compiled-code cache makes the second start fast
     engine = wasmtime.Engine(config)
@@ -100,18 +102,11 @@ def _run_here(run: WasiRun) -> RunResult:
         return RunResult(1, trap=str(error).splitlines()[0])
 
 
-def _check_preopens(run: WasiRun) -> None:
-    for host, _guest in run.preopens:
-        if not host.is_dir():
-            raise UserError(f"{host} is not a directory: create it or pass an existing one")
-
-
 class WasiProcess:
     """`run` in a child process (`python -m wasmpod.localrun`), so stopping it is ending that
     process: the guest needs no interruption checks. The caller removes what a stopped run left."""
 
     def __init__(self, run: WasiRun) -> None:
-        _check_preopens(run)
         self._scratch = Path(tempfile.mkdtemp(prefix="wasmpod-run-"))
         self._outcome = self._scratch / "outcome.json"
         (self._scratch / "run.json").write_text(json.dumps(_run_as_json(run)))

@@ -92,10 +92,8 @@ pub fn sniff(bytes: &[u8]) -> Result<Format, String> {
 /// Each format's decoder is made once and read straight into the buffer the kernel works on:
 /// no second pass over the header, and no copy for 8-bit RGB and RGBA (most images).
 pub fn decode(bytes: &[u8], format: Format, max_pixels: u64) -> Result<Pixels, String> {
-    #[allow(unused_imports)]
     use image::codecs;
 
-    #[allow(unused_variables)]
     let cursor = Cursor::new(bytes);
     match format {
         #[cfg(feature = "png")]
@@ -149,10 +147,11 @@ fn read_pixels<'a, D: ImageDecoder<'a>>(decoder: ImageResult<D>, format: Format,
     limits.max_image_width = Some(width);
     limits.max_image_height = Some(height);
     limits.max_alloc = Some(pixels.saturating_mul(8).saturating_add(1 << 20));
-    limits.reserve(decoder.total_bytes()).map_err(fail)?;
+    let total = decoder.total_bytes();
+    limits.reserve(total).map_err(fail)?;
     decoder.set_limits(limits).map_err(fail)?;
     let color = decoder.color_type();
-    let size = usize::try_from(decoder.total_bytes()).map_err(|_| format!("too large for this machine: {}x{}", width, height))?;
+    let size = usize::try_from(total).map_err(|_| format!("too large for this machine: {}x{}", width, height))?;
     // Grey and palette become RGB (RGBA with alpha), 16-bit becomes 8-bit: by the image crate's
     // own conversions, the ones `DynamicImage::into_rgb8` makes.
     let (channels, data) = match color {

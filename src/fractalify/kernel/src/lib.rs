@@ -178,7 +178,8 @@ fn row_counts(columns: &[f32], zi0: f32, p: &JuliaParams, counts: &mut [u8]) {
     const LANES: usize = 4;
     let full = columns.len() / LANES * LANES;
     for (zr0, out) in columns[..full].chunks_exact(LANES).zip(counts[..full].chunks_exact_mut(LANES)) {
-        out.copy_from_slice(&scalar::escape_counts([zr0[0], zr0[1], zr0[2], zr0[3]], zi0, p));
+        let lanes: [f32; LANES] = zr0.try_into().expect("chunks of LANES");
+        out.copy_from_slice(&scalar::escape_counts(lanes, zi0, p));
     }
     for (count, zr0) in counts[full..].iter_mut().zip(&columns[full..]) {
         *count = escape_count(*zr0, zi0, p.cr, p.ci, p.max_iter);
@@ -284,7 +285,7 @@ mod simd {
 /// comes after every second step (a step after all points have left changes no count), which
 /// halves the loop's back-edges: hosts that can interrupt a module (Krustlet's wasmtime,
 /// runwasi) put a check on each one.
-#[allow(dead_code)]
+#[cfg(not(feature = "plain-kernel"))]
 #[inline(always)]
 fn in_pairs_of_steps(max_iter: u8, step: &mut impl FnMut() -> bool) {
     let mut left = max_iter;
