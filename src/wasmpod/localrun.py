@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,13 +108,14 @@ def _run_here(run: WasiRun) -> RunResult:
 
 class WasiProcess:
     """`run` in a child process (`python -m wasmpod.localrun`), so stopping it is ending that
-    process: the guest needs no interruption checks. The caller removes what a stopped run left."""
+    process: the guest needs no interruption checks. The caller removes what a stopped run left.
+    The child ends with its parent, however the parent ends (even by SIGKILL)."""
 
     def __init__(self, run: WasiRun) -> None:
         self._scratch = Path(tempfile.mkdtemp(prefix="wasmpod-run-"))
         self._outcome = self._scratch / "outcome.json"
         (self._scratch / "run.json").write_text(json.dumps(_run_as_json(run)))
-        self._process = subprocess.Popen([sys.executable, "-m", "wasmpod.localrun", str(self._scratch)],
+        self._process = subprocess.Popen([sys.executable, "-m", "wasmpod.localrun", str(self._scratch), str(os.getpid())],
                                          stdin=subprocess.DEVNULL)
 
     def wait(self, timeout: float | None = None) -> RunResult | None:
@@ -153,10 +158,11 @@ def _run_from_json(data: dict) -> WasiRun:
                    tuple((k, v) for k, v in data["env"]), optional_path(data["stdout"]), optional_path(data["stderr"]))
 
 
-def _child_main(scratch: Path) -> None:
+def _child_main(scratch: Path, parent: int) -> None:
     """The child side of `WasiProcess`: a signal ends it at once, whatever the guest is doing."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _end_with_parent(parent)
     try:
         result = _run_here(_run_from_json(json.loads((scratch / "run.json").read_text())))
         outcome = {"status": result.status, "trap": result.trap, "error": None}
@@ -165,6 +171,36 @@ def _child_main(scratch: Path) -> None:
     temp = scratch / ".outcome.json"
     temp.write_text(json.dumps(outcome))
     temp.replace(scratch / "outcome.json")
+
+
+# prctl(2): the signal a process gets when the thread that started it ends. Linux only.
+PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent(parent: int) -> None:
+    """Asks the kernel for SIGKILL once `parent` is gone, so a parent killed outright (a CI job's
+    SIGKILL, the OOM killer) leaves no run behind; a watch-mode run would otherwise go on
+    forever. `WasiProcess` is made and waited for on one thread, so that thread ends only after
+    the run."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent ended before the request was in place
+        os._exit(STOPPED)
+
+
+@contextmanager
+def _sigterm_stops(stop: threading.Event) -> Iterator[None]:
+    """Within: SIGTERM (`kill`, a cancelled CI job) sets `stop`, so the run ends as after Ctrl-C,
+    its leftovers removed, instead of the process dying with the run still going. Only the main
+    thread can take signals; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def remove_instance_leftovers(output_dir: Path, instance: str) -> list[Path]:
@@ -222,11 +258,13 @@ def run_on_directories(
         preopens=((input_dir.resolve(), GUEST_INPUT), (output_dir.resolve(), GUEST_OUTPUT)),
         env=tuple(sorted(env.items())),
     )
-    result = run_wasi(run, stop=threading.Event())  # stoppable by Ctrl-C
+    stop = threading.Event()
+    with _sigterm_stops(stop):
+        result = run_wasi(run, stop)  # stoppable by Ctrl-C and SIGTERM
     if result.status == STOPPED:
         remove_instance_leftovers(output_dir, instance)
     return result
 
 
 if __name__ == "__main__":
-    _child_main(Path(sys.argv[1]))
+    _child_main(Path(sys.argv[1]), int(sys.argv[2]))

@@ -176,6 +176,67 @@ def test_watch_mode_picks_up_a_file_added_later_and_ctrl_c_stops_it_cleanly(tmp_
     assert hidden_files(tmp_path / "out") == []
 
 
+def _wasm_child_of(parent: int) -> int | None:
+    """The pid of the process `invoke run` runs the module in (`python -m wasmpod.localrun`)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"wasmpod.localrun" in cmdline:
+            return int(entry.name)
+    return None
+
+
+def _gone(pid: int) -> bool:
+    """Ended: no such process, or a zombie nobody has reaped yet (a container's init may not)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _watching(tmp_path: Path) -> subprocess.Popen:
+    save(noise(20, 20, 3), tmp_path / "in" / "first.png")
+    process = subprocess.Popen([str(INVOKE), "run", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                                "--interval", "0.2"], cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: (tmp_path / "out" / "first.png").exists())
+    return process
+
+
+def test_sigterm_stops_a_watching_run_like_ctrl_c(tmp_path):
+    """A cancelled CI job sends SIGTERM: the run ends with its module, nothing left behind."""
+    process = _watching(tmp_path)
+    try:
+        child = _wasm_child_of(process.pid)
+        assert child is not None
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    assert wait_for(lambda: _gone(child), seconds=10)
+    assert hidden_files(tmp_path / "out") == []
+
+
+def test_a_killed_run_takes_its_module_with_it(tmp_path):
+    """SIGKILL leaves `invoke run` no chance to stop anything: the kernel ends the module's process."""
+    process = _watching(tmp_path)
+    try:
+        child = _wasm_child_of(process.pid)
+        assert child is not None
+        process.kill()
+        process.communicate(timeout=30)
+        assert wait_for(lambda: _gone(child), seconds=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 def test_watch_mode_reports_a_bad_file_again_once_it_changes(module, tmp_path):
     """A bad file is reported once while unchanged, and looked at again when it changes."""
     (tmp_path / "in").mkdir()
