@@ -102,7 +102,7 @@ def _as_optional_bool(value: Any, key: str) -> bool | None:
     return None if value is None or value == "" else _as_bool(value, key)
 
 
-def _as_int(value: Any, key: str, low: int, high: int) -> int:
+def as_int(value: Any, key: str, low: int, high: int) -> int:
     try:
         number = int(value)
         if isinstance(value, bool) or str(number) != str(value).strip():
@@ -131,7 +131,7 @@ def registry_settings(config: Any, flags: Mapping[str, Any]) -> RegistrySettings
         plain_http=_as_optional_bool(values["plain_http"], "registry.plain_http"),
         insecure=_as_bool(values["insecure"], "registry.insecure"),
         ca_file=_as_optional_str(values["ca_file"], "registry.ca_file"),
-        local_port=_as_int(values["local_port"], "registry.local_port", 1, 65535),
+        local_port=as_int(values["local_port"], "registry.local_port", 1, 65535),
     )
 
 
@@ -210,9 +210,9 @@ def deploy_settings(config: Any, flags: Mapping[str, Any], root: Path) -> Deploy
         create_pull_secret=create,
         pin=_as_bool(values["pin"], "deploy.pin"),
         env=tuple(EnvVar(k, v) for k, v in env.items()),
-        replicas=_as_int(values["replicas"], "deploy.replicas", 1, 1000),
-        parallelism=_as_int(values["parallelism"], "deploy.parallelism", 1, 1000),
-        completions=_as_int(values["completions"], "deploy.completions", 1, 100000),
+        replicas=as_int(values["replicas"], "deploy.replicas", 1, 1000),
+        parallelism=as_int(values["parallelism"], "deploy.parallelism", 1, 1000),
+        completions=as_int(values["completions"], "deploy.completions", 1, 100000),
         out=Path(out) if out else None,
         templates=templates if templates.is_absolute() else root / templates,
         simd=_as_bool(values["simd"], "deploy.simd"),

@@ -69,3 +69,11 @@ def test_unknown_formats_are_one_line_without_traceback():
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "bogus" in done.stderr
+
+
+@pytest.mark.parametrize("runs", ["0", "many", "2.5"])
+def test_a_bad_bench_run_count_is_one_line_without_traceback(runs):
+    done = invoke("bench", "--runs", runs)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "--runs" in done.stderr, done.stderr
+    assert done.stdout == ""
