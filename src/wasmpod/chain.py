@@ -3,6 +3,7 @@
 Invoke gives a flag only to the task it follows. This Executor sees every parsed task of one
 command line before any runs, and hands a flag given to one of them to every other task of the
 chain that takes a flag of that name and was not given it. Selected by `tasks.executor_class`.
+It is also where the command line as a whole is checked: a `-f FILE` that is not there.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 
 from invoke import Executor, Exit
 from invoke.parser import ParserContext
+
+from .cli import check_config_file_found
 
 
 def share_flags(contexts: list[ParserContext]) -> None:
@@ -33,5 +36,6 @@ def share_flags(contexts: list[ParserContext]) -> None:
 
 class ChainExecutor(Executor):
     def execute(self, *tasks: Any) -> Any:
+        check_config_file_found(self.config)
         share_flags([task for task in tasks if isinstance(task, ParserContext)])
         return super().execute(*tasks)

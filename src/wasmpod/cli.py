@@ -1,13 +1,17 @@
-"""Glue between invoke and the library: tasks that turn `UserError` into one clean line."""
+"""Glue between invoke and the library: a `UserError`, or a mistake in a configuration file, ends
+the command in one clean line."""
 
 from __future__ import annotations
 
 import functools
 import json
 import sys
+from types import TracebackType
 from typing import Any, Callable
 
 import invoke
+from invoke.exceptions import UnknownFileType
+from invoke.util import yaml  # the YAML library invoke reads its files with (its vendored copy)
 
 from .errors import UserError
 
@@ -30,6 +34,35 @@ def task(*args: Any, **kwargs: Any) -> Any:
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return decorate(args[0])
     return decorate
+
+
+# What reading a configuration file (invoke.yaml, `-f FILE`) raises on a user's mistake.
+CONFIG_FILE_ERRORS = (UnknownFileType, yaml.YAMLError, json.JSONDecodeError)
+
+
+def report_config_file_errors() -> None:
+    """Invoke reads the configuration files after it has loaded the tasks, outside any task, so
+    YAML that does not parse, or `-f` naming a file of a type it does not know, would end the
+    command in a traceback: it ends in one line (and exit status 1) instead."""
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
+        if not issubclass(kind, CONFIG_FILE_ERRORS):
+            previous(kind, error, traceback)
+            return
+        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"error: cannot read the configuration (invoke.yaml or -f FILE): {reason}", file=sys.stderr)
+
+    sys.excepthook = hook
+
+
+def check_config_file_found(config: Any) -> None:
+    """Invoke passes over a `-f FILE` that does not exist without a word, so a typo in a
+    pipeline's `-f examples/config/acr.yaml` would push and deploy with the defaults. (Invoke
+    keeps the path and whether it loaded only in these private attributes.)"""
+    path = getattr(config, "_runtime_path", None)
+    if path is not None and not getattr(config, "_runtime_found", None):
+        raise invoke.Exit(f"error: the configuration file {path} (-f or INVOKE_RUNTIME_CONFIG) does not exist; check the path", code=1)
 
 
 def print_json(value: Any) -> None:

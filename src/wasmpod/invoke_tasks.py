@@ -13,7 +13,7 @@ from pathlib import Path
 
 from invoke import Collection, Task
 
-from .cli import print_json, task
+from .cli import print_json, report_config_file_errors, task
 
 
 def project_of(c):
@@ -258,6 +258,7 @@ def toolchain_collection(root: Path, crate: str, *project_tasks: Task) -> Collec
     configured for the project at `root` whose crate is `src/<crate>`."""
     from .config import collection_defaults
 
+    report_config_file_errors()
     own = {t.name for t in project_tasks}
     shared = [t for t in (build, run, push, pull, login, deploy, undeploy, status, logs) if t.name not in own]
     collection = Collection(*shared, *project_tasks)

@@ -60,6 +60,21 @@ def test_unknown_keys_and_bad_values_name_the_key(env, tmp_path, content, key):
     one_line_error(invoke("-f", str(bad), "deploy", "--dry-run", env=env), key)
 
 
+@pytest.mark.parametrize("name, content, words", [
+    ("missing.yaml", None, ["missing.yaml", "does not exist"]),
+    ("broken.yaml", "deploy: [kind\n", ["broken.yaml", "line 1"]),
+    ("broken.json", '{"deploy": ', ["cannot read the configuration", "line 1"]),
+    ("settings.txt", "deploy:\n  kind: job\n", ["cannot read the configuration", "settings.txt"])])
+def test_a_configuration_file_invoke_cannot_read_is_one_line_and_nothing_runs(env, tmp_path, name, content, words):
+    """Invoke skips a missing `-f FILE` silently and reads the others outside any task."""
+    config = tmp_path / name
+    if content is not None:
+        config.write_text(content)
+    done = invoke("-f", str(config), "deploy", "--dry-run", env=env)
+    one_line_error(done, *words)
+    assert done.stdout == ""
+
+
 def test_invoke_variables_are_checked_and_read_as_text(registry, env, tmp_path):
     one_line_error(invoke("deploy", "--dry-run", env={**env, "INVOKE_DEPLOY_KINDD": "job"}), "INVOKE_DEPLOY_KINDD")
     one_line_error(invoke("deploy", "--dry-run", env={**env, "INVOKE_DEPLOY_REPLICAS": "many"}), "deploy.replicas")
