@@ -6,11 +6,9 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,14 +107,25 @@ def _run_here(run: WasiRun) -> RunResult:
 class WasiProcess:
     """`run` in a child process (`python -m wasmpod.localrun`), so stopping it is ending that
     process: the guest needs no interruption checks. The caller removes what a stopped run left.
-    The child ends with its parent, however the parent ends (even by SIGKILL)."""
+    The run goes to the child on its stdin and the outcome comes back through a pipe of its own
+    (stdout and stderr are the guest's), so nothing is written to disk to be left behind; and the
+    child ends with its parent, however the parent ends (even by SIGKILL)."""
 
     def __init__(self, run: WasiRun) -> None:
-        self._scratch = Path(tempfile.mkdtemp(prefix="wasmpod-run-"))
-        self._outcome = self._scratch / "outcome.json"
-        (self._scratch / "run.json").write_text(json.dumps(_run_as_json(run)))
-        self._process = subprocess.Popen([sys.executable, "-m", "wasmpod.localrun", str(self._scratch), str(os.getpid())],
-                                         stdin=subprocess.DEVNULL)
+        outcome_read, outcome_write = os.pipe()
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "wasmpod.localrun", str(os.getpid()), str(outcome_write)],
+                stdin=subprocess.PIPE, pass_fds=(outcome_write,))
+        finally:
+            os.close(outcome_write)  # the child's copy is the only one: EOF once it has ended
+        self._outcome = os.fdopen(outcome_read, "rb")
+        assert self._process.stdin is not None
+        try:
+            with self._process.stdin as stdin:
+                stdin.write(json.dumps(_run_as_json(run)).encode())
+        except BrokenPipeError:
+            pass  # the child has already ended (its parent check); wait() reports it
 
     def wait(self, timeout: float | None = None) -> RunResult | None:
         """The result once the run has ended; None if it still runs after `timeout` seconds."""
@@ -124,13 +133,13 @@ class WasiProcess:
             status = self._process.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
-        try:
-            outcome = json.loads(self._outcome.read_text())
-        except (OSError, ValueError):
+        with self._outcome:
+            reported = self._outcome.read()
+        if reported:
+            outcome = json.loads(reported)
+        else:
             # Ended by a signal (Ctrl-C reaches the whole foreground process group) or killed.
             outcome = {"status": STOPPED if status < 0 else status, "trap": None, "error": None}
-        finally:
-            shutil.rmtree(self._scratch, ignore_errors=True)
         if outcome["error"]:
             raise UserError(outcome["error"])
         return RunResult(outcome["status"], trap=outcome["trap"])
@@ -158,19 +167,19 @@ def _run_from_json(data: dict) -> WasiRun:
                    tuple((k, v) for k, v in data["env"]), optional_path(data["stdout"]), optional_path(data["stderr"]))
 
 
-def _child_main(scratch: Path, parent: int) -> None:
+def _child_main(parent: int, outcome_fd: int) -> None:
     """The child side of `WasiProcess`: a signal ends it at once, whatever the guest is doing."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _end_with_parent(parent)
+    run = _run_from_json(json.load(sys.stdin))
     try:
-        result = _run_here(_run_from_json(json.loads((scratch / "run.json").read_text())))
+        result = _run_here(run)
         outcome = {"status": result.status, "trap": result.trap, "error": None}
     except UserError as error:
         outcome = {"status": 1, "trap": None, "error": str(error)}
-    temp = scratch / ".outcome.json"
-    temp.write_text(json.dumps(outcome))
-    temp.replace(scratch / "outcome.json")
+    with os.fdopen(outcome_fd, "wb") as report:
+        report.write(json.dumps(outcome).encode())
 
 
 # prctl(2): the signal a process gets when the thread that started it ends. Linux only.
@@ -267,4 +276,4 @@ def run_on_directories(
 
 
 if __name__ == "__main__":
-    _child_main(Path(sys.argv[1]), int(sys.argv[2]))
+    _child_main(int(sys.argv[1]), int(sys.argv[2]))
