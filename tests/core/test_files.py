@@ -16,6 +16,7 @@ from testkit import wait_for
 
 from coretools import INVOKE, ROOT, clean_env, load, noise, run_module, save
 from reference import expected_pixels
+from wasmpod.processes import is_alive
 
 
 def hidden_files(root: Path) -> list[Path]:
@@ -189,14 +190,6 @@ def _wasm_child_of(parent: int) -> int | None:
     return None
 
 
-def _gone(pid: int) -> bool:
-    """Ended: no such process, or a zombie nobody has reaped yet (a container's init may not)."""
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
 def _watching(tmp_path: Path) -> subprocess.Popen:
     save(noise(20, 20, 3), tmp_path / "in" / "first.png")
     process = subprocess.Popen([str(INVOKE), "run", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
@@ -219,7 +212,7 @@ def test_sigterm_stops_a_watching_run_like_ctrl_c(tmp_path):
             process.kill()
     assert process.returncode == 130
     assert "Traceback" not in stderr
-    assert wait_for(lambda: _gone(child), seconds=10)
+    assert wait_for(lambda: not is_alive(child), seconds=10)
     assert hidden_files(tmp_path / "out") == []
 
 
@@ -231,7 +224,7 @@ def test_a_killed_run_takes_its_module_with_it(tmp_path):
         assert child is not None
         process.kill()
         process.communicate(timeout=30)
-        assert wait_for(lambda: _gone(child), seconds=10)
+        assert wait_for(lambda: not is_alive(child), seconds=10)
     finally:
         if process.poll() is None:
             process.kill()
