@@ -10,6 +10,13 @@ HERE = Path(__file__).parent
 sys.path[:0] = [str(HERE), str(HERE / "registry")]
 
 from registries import make_registry  # noqa: E402
+from testkit import clean_env as _clean_env  # noqa: E402
+
+
+@pytest.fixture
+def clean_env(tmp_path) -> dict:
+    """No credentials, overrides or module options from outside; a docker config of the test's own."""
+    return _clean_env(docker_config=tmp_path / "docker")
 
 
 @pytest.fixture

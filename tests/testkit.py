@@ -1,6 +1,35 @@
-"""Small helpers shared by the test folders."""
+"""Helpers shared by every test folder: the project's paths, a clean environment, running
+`invoke` as a user would, and waiting for something to happen."""
 
+from __future__ import annotations
+
+import os
+import subprocess
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+INVOKE = ROOT / ".venv" / "bin" / "invoke"
+
+# Variables that would change what the toolchain or the module does: none leak in from outside.
+OUTSIDE_SETTINGS = ("FRACTALIFY_", "INVOKE_", "REGISTRY_", "DOCKER_")
+
+
+def clean_env(docker_config: Path | None = None) -> dict[str, str]:
+    """This process's environment without credentials, overrides or module options; with
+    `docker_config`, a docker config directory of the test's own (so no real login is read)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OUTSIDE_SETTINGS)}
+    if docker_config is not None:
+        env["DOCKER_CONFIG"] = str(docker_config)
+    return env
+
+
+def invoke(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 600,
+           input: str | None = None) -> subprocess.CompletedProcess:
+    """`.venv/bin/invoke ARGS` in `cwd`, its output captured as text. The time-out only guards
+    against a hang; it is not a timing assertion."""
+    return subprocess.run([str(INVOKE), *args], cwd=cwd, env=clean_env() if env is None else env, input=input,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def wait_for(predicate, seconds: float = 60.0) -> bool:

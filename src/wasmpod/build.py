@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from .atomic_files import write_atomically
 from .errors import UserError
 from .project import Project
 from .toolchain import Toolchain, find_toolchain
@@ -88,7 +89,7 @@ def build_module(project: Project, request: BuildRequest = BuildRequest(), log: 
         "rustc_mtime_ns": toolchain.rustc.stat().st_mtime_ns,
         "crate_directory": str(toolchain.crate_directory) if toolchain.crate_directory else None,
     }
-    _write_atomically(stamp_path, json.dumps(stamp, indent=2))
+    write_atomically(stamp_path, json.dumps(stamp, indent=2))
     return built
 
 
@@ -225,8 +226,3 @@ def _forget_lock_of_other_source(project: Project, toolchain: Toolchain) -> None
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(source)
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text)
-    temp.replace(path)

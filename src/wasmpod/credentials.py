@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic_files import write_atomically
 from .errors import UserError
 
 USERNAME_VARIABLE = "REGISTRY_USERNAME"
@@ -136,9 +136,4 @@ def save_credentials(registry: str, credentials: Credentials, environ: dict[str,
     entry = {"auth": base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()}
     config.setdefault("auths", {})[registry] = entry
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(config, handle, indent=2)
-    os.replace(temp, path)
-    return path
+    return write_atomically(path, json.dumps(config, indent=2), mode=0o600)

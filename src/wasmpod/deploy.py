@@ -3,11 +3,11 @@ stdout (`--dry-run`), a cluster through kubectl, or the embedded local node."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .atomic_files import write_atomically
 from .config import DeploySettings
 from .credentials import resolve_credentials
 from .errors import UserError
@@ -100,13 +100,7 @@ def write_files(rendered: Rendered, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text, obj in rendered.files:
-        path = out / name
-        temp = path.with_name(f".{name}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if obj.get("kind") == "Secret" else 0o644)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-        written.append(path)
+        written.append(write_atomically(out / name, text, mode=0o600 if obj.get("kind") == "Secret" else 0o644))
     return written
 
 

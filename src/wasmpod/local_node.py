@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .atomic_files import write_atomically
 from .errors import UserError
 from .localrun import STOPPED, WasiRun, env_prefix, remove_instance_leftovers, run_wasi
 from .manifests import pod_specs
@@ -232,9 +233,7 @@ def _read_pid(directory: Path) -> int | None:
 
 
 def _write_json(path: Path, value: object) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(value, indent=2))
-    temp.replace(path)
+    write_atomically(path, json.dumps(value, indent=2))
 
 
 def run_workload(directory: Path) -> int:

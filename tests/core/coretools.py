@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from testkit import INVOKE, ROOT, clean_env, invoke  # noqa: F401  (re-exported for the core tests)
 from wasmpod.localrun import GUEST_INPUT, GUEST_OUTPUT, WasiRun, run_wasi
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -54,13 +52,3 @@ def load(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGBA" if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info else "RGB"))
 
 
-INVOKE = ROOT / ".venv" / "bin" / "invoke"
-
-
-def clean_env() -> dict:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("FRACTALIFY_", "INVOKE_", "REGISTRY_"))}
-
-
-def invoke(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([str(INVOKE), *args], cwd=ROOT, capture_output=True, text=True,
-                          env=kwargs.pop("env", clean_env()), timeout=kwargs.pop("timeout", 600), **kwargs)

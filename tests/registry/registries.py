@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import bcrypt
+from testkit import invoke  # noqa: F401  (re-exported for the registry tests)
 
-ROOT = Path(__file__).resolve().parents[2]
-INVOKE = ROOT / ".venv" / "bin" / "invoke"
 USER, PASSWORD = "ci-user", "s3cret-Pa55word"
 
 
@@ -116,11 +115,6 @@ def make_certificates(directory: Path) -> tuple[Path, tuple[Path, Path]]:
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
             "-days", "2", "-extfile", "ext.cnf", "-out", "server.crt")
     return directory / "ca.crt", (directory / "server.crt", directory / "server.key")
-
-
-def invoke(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
-    # The time-out only guards against a hang (ORAS-py's own retry would wait about two minutes).
-    return subprocess.run([str(INVOKE), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def docker_config(env: dict, content: dict) -> Path:

@@ -20,12 +20,10 @@ from wasmpod.oci_client import RegistryClient, Transport
 from wasmpod.push import push_artifact
 from wasmpod.reference import ImageReference
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def module() -> Path:
-    done = subprocess.run([str(ROOT / ".venv/bin/invoke"), "build"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    done = invoke("build", timeout=900)
     assert done.returncode == 0, done.stderr
     return Path(done.stdout.strip().splitlines()[-1])
 
@@ -209,19 +207,35 @@ def test_pull_refuses_a_manifest_krustlet_would_refuse(registry, clean_env, tmp_
 
 def test_login_checks_before_saving(auth_registry, clean_env):
     config = Path(clean_env["DOCKER_CONFIG"]) / "config.json"
-    wrong = subprocess.run([str(ROOT / ".venv/bin/invoke"), "login", auth_registry.address, "--username", USER,
-                            "--password-stdin"], input="not-it\n", cwd=ROOT, env=clean_env, capture_output=True,
-                           text=True, timeout=30)
+    wrong = invoke("login", auth_registry.address, "--username", USER, "--password-stdin", input="not-it\n",
+                   env=clean_env, timeout=30)
     assert wrong.returncode != 0 and not config.exists()
     assert "not-it" not in wrong.stdout + wrong.stderr
-    right = subprocess.run([str(ROOT / ".venv/bin/invoke"), "login", auth_registry.address, "--username", USER,
-                            "--password-stdin"], input=PASSWORD + "\n", cwd=ROOT, env=clean_env, capture_output=True,
-                           text=True, timeout=30)
+    right = invoke("login", auth_registry.address, "--username", USER, "--password-stdin", input=PASSWORD + "\n",
+                   env=clean_env, timeout=30)
     assert right.returncode == 0, right.stderr
     assert PASSWORD not in right.stdout + right.stderr
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     assert json.loads(config.read_text())["auths"][auth_registry.address]["auth"] == basic_auth()
     assert invoke("push", "--registry", auth_registry.address, env=clean_env).returncode == 0
+
+
+def test_saved_credentials_go_through_a_new_private_file_and_no_planted_link(auth_registry, clean_env, tmp_path):
+    """The docker config is written to a temporary file created exclusively (a link planted where a
+    temporary file could be is never followed), with mode 0600 from the start, then renamed."""
+    docker_dir = Path(clean_env["DOCKER_CONFIG"])
+    docker_dir.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    for planted in (".config.json.tmp", ".config.json.new", "config.json.tmp"):
+        (docker_dir / planted).symlink_to(victim)
+    done = invoke("login", auth_registry.address, "--username", USER, "--password-stdin", input=PASSWORD + "\n",
+                  env=clean_env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "keep me"
+    config = docker_dir / "config.json"
+    assert not config.is_symlink() and stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert sorted(p.name for p in docker_dir.iterdir() if not p.is_symlink()) == ["config.json"]
 
 
 def big_module(path: Path, mebibytes: int) -> Path:

@@ -7,16 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from testkit import ROOT, invoke
 from wasmpod.errors import UserError
 from wasmpod.scaffold import check_poc_name, new_poc, write_tree
 
-ROOT = Path(__file__).resolve().parents[2]
-INVOKE = ROOT / ".venv" / "bin" / "invoke"
-
-
-def invoke(*args, cwd, timeout=600):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INVOKE_", "REGISTRY_"))}
-    return subprocess.run([str(INVOKE), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -1,26 +1,17 @@
-"""Fixtures for deploy's tests: the real local node, clean environments (registries: tests/conftest.py)."""
+"""Fixtures for deploy's tests (registries and the clean environment: tests/conftest.py)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-INVOKE = ROOT / ".venv" / "bin" / "invoke"
+from testkit import invoke
 
 
 @pytest.fixture
-def env(tmp_path) -> dict:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "INVOKE_", "DOCKER_", "FRACTALIFY_"))}
-    clean["DOCKER_CONFIG"] = str(tmp_path / "docker")
-    return clean
-
-
-def invoke(*args: str, env: dict, timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([str(INVOKE), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+def env(clean_env) -> dict:
+    """The clean environment, under the short name these tests pass to `invoke(..., env=env)`."""
+    return clean_env
 
 
 @pytest.fixture

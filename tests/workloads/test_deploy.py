@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from testkit import wait_for
+from testkit import ROOT, invoke, wait_for
 
-from conftest import ROOT, invoke
 from registries import PASSWORD, USER, free_port, pushed_fields
 from krustlet_pull import krustlet_pull
 

@@ -1,0 +1,34 @@
+"""Files that appear whole or not at all, and never through someone else's link.
+
+Every file the toolchain writes for later reading (the docker config with its credentials, the
+rendered manifests with the pull Secret, the local node's state, build stamps) goes through here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomically(path: Path, data: bytes | str, mode: int = 0o644) -> Path:
+    """Writes `data` to a new temporary file beside `path` and renames it over `path`.
+
+    The temporary file is created exclusively (`O_EXCL`, which also refuses to follow a symbolic
+    link planted at its name) with `mode` from the start, so a secret is never readable by others,
+    not even for a moment; it is flushed to disk before the rename, so a crash leaves the old file
+    or the new one, never half of either.
+    """
+    payload = data.encode() if isinstance(data, str) else data
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
