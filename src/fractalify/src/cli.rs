@@ -9,7 +9,7 @@ use fractalify::{Channel, JuliaParams};
 use crate::decimal::{parse_constant, parse_seconds};
 
 pub const USAGE: &str = "usage: fractalify [--once] [--interval SECONDS] [--c RE,IM] [--max-iter N] \
-[--channel red|green|blue] [--max-pixels N] [--instance ID] INPUT_DIR OUTPUT_DIR";
+[--channel red|green|blue] [--max-pixels N] [--max-bytes N] [--instance ID] INPUT_DIR OUTPUT_DIR";
 
 pub const HELP: &str = "Writes a Julia-set tinted copy of every image under INPUT_DIR into OUTPUT_DIR.
 
@@ -20,7 +20,9 @@ options (each also read from the environment, e.g. FRACTALIFY_ONCE=1, FRACTALIFY
   --max-iter N               iteration bound 1..=255, default 255 (FRACTALIFY_MAX_ITER)
   --channel red|green|blue   channel that receives the count, default green (FRACTALIFY_CHANNEL)
   --max-pixels N             refuse larger images before decoding, default 67108864 (FRACTALIFY_MAX_PIXELS)
-  --instance ID              names this instance's claims and temporary files (FRACTALIFY_INSTANCE)
+  --max-bytes N              memory one image may take (file, image, output), default 268435456 (FRACTALIFY_MAX_BYTES)
+  --instance ID              names this instance's claims and temporary files; a restarted instance
+                             takes back what its earlier run left (FRACTALIFY_INSTANCE)
   --help, --version";
 
 /// `JuliaParams::default()`'s constant, as text.
@@ -35,7 +37,10 @@ pub struct Options {
     /// The constant as given (for the banner: printing floats would cost the module core's formatter).
     pub constant: String,
     pub max_pixels: u64,
+    pub max_bytes: u64,
     pub instance: String,
+    /// Whether the instance ID was given (a random one never has leftovers to take back).
+    pub instance_given: bool,
     pub input_dir: PathBuf,
     pub output_dir: PathBuf,
 }
@@ -61,6 +66,7 @@ const SPECS: &[Spec] = &[
     Spec { flag: "--max-iter", var: "FRACTALIFY_MAX_ITER", takes_value: true },
     Spec { flag: "--channel", var: "FRACTALIFY_CHANNEL", takes_value: true },
     Spec { flag: "--max-pixels", var: "FRACTALIFY_MAX_PIXELS", takes_value: true },
+    Spec { flag: "--max-bytes", var: "FRACTALIFY_MAX_BYTES", takes_value: true },
     Spec { flag: "--instance", var: "FRACTALIFY_INSTANCE", takes_value: true },
 ];
 
@@ -151,6 +157,16 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             .ok_or_else(|| format!("{} must be a whole number of pixels, at least 1, not {:?}", source, v))?,
         None => 67_108_864,
     };
+    let max_bytes = match lookup("--max-bytes") {
+        Some((source, v)) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| format!("{} must be a whole number of bytes, at least 1, not {:?}", source, v))?,
+        None => 256 << 20,
+    };
+    let instance_given = lookup("--instance").is_some();
     let instance = match lookup("--instance") {
         Some((source, v)) => {
             let ok = !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
@@ -168,7 +184,9 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         params,
         constant,
         max_pixels,
+        max_bytes,
         instance,
+        instance_given,
         input_dir: PathBuf::from(&positional[0]),
         output_dir: PathBuf::from(&positional[1]),
     }))
@@ -217,6 +235,8 @@ mod tests {
         assert_eq!(o.interval, Duration::from_secs(5));
         assert_eq!(o.params, JuliaParams::default());
         assert_eq!(o.max_pixels, 67_108_864);
+        assert_eq!(o.max_bytes, 256 << 20);
+        assert!(!o.instance_given);
     }
 
     #[test]

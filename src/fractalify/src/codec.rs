@@ -86,32 +86,42 @@ pub fn sniff(bytes: &[u8]) -> Result<Format, String> {
     Ok(format)
 }
 
-/// Decodes into 8-bit RGB or RGBA pixels, after checking the header's dimensions against
-/// `max_pixels`, so an oversized image is refused before any pixel buffer is allocated.
+/// What bounds one image's decoding: its pixels, and the bytes it may take in memory (the
+/// file, the decoded image at its native depth, and the output).
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeLimits {
+    pub max_pixels: u64,
+    pub max_bytes: u64,
+}
+
+/// Decodes into 8-bit RGB or RGBA pixels, after checking the header's dimensions against the
+/// limits, so an oversized image is refused before any pixel buffer is allocated.
 ///
 /// Each format's decoder is made once and read straight into the buffer the kernel works on:
 /// no second pass over the header, and no copy for 8-bit RGB and RGBA (most images).
-pub fn decode(bytes: &[u8], format: Format, max_pixels: u64) -> Result<Pixels, String> {
+pub fn decode(bytes: &[u8], format: Format, limits: DecodeLimits) -> Result<Pixels, String> {
     use image::codecs;
 
     let cursor = Cursor::new(bytes);
+    let file = bytes.len() as u64;
     match format {
         #[cfg(feature = "png")]
-        Format::Png => read_pixels(codecs::png::PngDecoder::new(cursor), format, max_pixels),
+        Format::Png => read_pixels(codecs::png::PngDecoder::new(cursor), format, limits, file),
         #[cfg(feature = "jpeg")]
-        Format::Jpeg => read_pixels(codecs::jpeg::JpegDecoder::new(cursor), format, max_pixels),
+        Format::Jpeg => read_pixels(codecs::jpeg::JpegDecoder::new(cursor), format, limits, file),
         #[cfg(feature = "gif")]
-        Format::Gif => read_pixels(codecs::gif::GifDecoder::new(cursor), format, max_pixels),
+        Format::Gif => read_pixels(codecs::gif::GifDecoder::new(cursor), format, limits, file),
         #[cfg(feature = "bmp")]
-        Format::Bmp => read_pixels(codecs::bmp::BmpDecoder::new(cursor), format, max_pixels),
+        Format::Bmp => read_pixels(codecs::bmp::BmpDecoder::new(cursor), format, limits, file),
         #[cfg(feature = "tiff")]
-        Format::Tiff => read_pixels(codecs::tiff::TiffDecoder::new(cursor), format, max_pixels),
+        Format::Tiff => read_pixels(codecs::tiff::TiffDecoder::new(cursor), format, limits, file),
         #[cfg(feature = "webp")]
         Format::WebP => {
-            // The image crate's WebP decoder decodes the whole frame when it is made.
+            // The image crate's WebP decoder decodes the whole frame (as RGBA) when it is made.
             let (width, height) = webp_dimensions(bytes).ok_or_else(|| "truncated webp data".to_string())?;
-            check_size(width, height, format, max_pixels)?;
-            let pixels = read_pixels(codecs::webp::WebPDecoder::new(cursor), format, max_pixels)?;
+            let pixels = check_size(width, height, format, limits.max_pixels)?;
+            check_budget(width, height, pixels * 4, 4, Format::Png, limits.max_bytes, file)?;
+            let pixels = read_pixels(codecs::webp::WebPDecoder::new(cursor), format, limits, file)?;
             // It decodes every lossless WebP as RGBA; one whose header says it has no alpha is
             // RGB, as other decoders (and the contract's "RGBA with alpha") have it.
             if pixels.channels == 4 && !webp_declares_alpha(bytes) {
@@ -137,11 +147,42 @@ fn check_size(width: u32, height: u32, format: Format, max_pixels: u64) -> Resul
     Ok(pixels)
 }
 
-fn read_pixels<'a, D: ImageDecoder<'a>>(decoder: ImageResult<D>, format: Format, max_pixels: u64) -> Result<Pixels, String> {
+/// Refuses an image whose decoding would take more than `max_bytes`: the file, the decoded
+/// image at its native depth (`native` bytes), the 8-bit pixels when they are a conversion
+/// (`channels` each), and the room reserved for the output.
+fn check_budget(width: u32, height: u32, native: u64, native_channels: u8, format: Format, max_bytes: u64, file: u64) -> Result<(), String> {
+    let pixels = u64::from(width) * u64::from(height);
+    let channels = if native_channels == 2 || native_channels == 4 { 4 } else { 3 };
+    let eight_bit = pixels * channels;
+    let converted = if native == eight_bit { 0 } else { eight_bit };
+    let needed = file + native + converted + output_capacity(format, eight_bit);
+    if needed > max_bytes {
+        return Err(format!(
+            "too large for --max-bytes {}: {}x{} needs {} bytes to decode and write (the file, the image and the output)",
+            max_bytes, width, height, needed
+        ));
+    }
+    Ok(())
+}
+
+/// Room for an output of `raw` 8-bit pixel bytes, so it is never copied to grow: lossless formats
+/// are at most a little larger than the pixels (stored deflate blocks, row filter bytes), JPEG
+/// and GIF smaller.
+fn output_capacity(format: Format, raw: u64) -> u64 {
+    let lossless = matches!(format.output(), Format::Png | Format::Bmp | Format::Tiff);
+    if lossless {
+        raw + raw / 32 + 4096
+    } else {
+        raw / 2 + 4096
+    }
+}
+
+fn read_pixels<'a, D: ImageDecoder<'a>>(decoder: ImageResult<D>, format: Format, budget: DecodeLimits, file: u64) -> Result<Pixels, String> {
     let fail = |e| describe(format, e);
     let mut decoder = decoder.map_err(fail)?;
     let (width, height) = decoder.dimensions();
-    let pixels = check_size(width, height, format, max_pixels)?;
+    let pixels = check_size(width, height, format, budget.max_pixels)?;
+    check_budget(width, height, decoder.total_bytes(), decoder.color_type().channel_count(), format, budget.max_bytes, file)?;
     // The decoder must not produce more than the header promised (16-bit RGBA is 8 bytes a pixel).
     let mut limits = Limits::default();
     limits.max_image_width = Some(width);
@@ -257,11 +298,7 @@ impl Pixels {
 /// Encodes in `format` (the input's output format). PNG favours speed and stays lossless:
 /// deflate level 1 with the Up filter measured fastest here, at 1% more bytes than Sub.
 pub fn encode(pixels: Pixels, format: Format) -> Result<Vec<u8>, String> {
-    // Room for the whole output, so it is never copied to grow: lossless formats are at most a
-    // little larger than the pixels (stored deflate blocks, row filter bytes), JPEG and GIF smaller.
-    let lossless = matches!(format.output(), Format::Png | Format::Bmp | Format::Tiff);
-    let raw = pixels.data.len();
-    let mut out = Cursor::new(Vec::with_capacity(if lossless { raw + raw / 32 + 4096 } else { raw / 2 + 4096 }));
+    let mut out = Cursor::new(Vec::with_capacity(output_capacity(format, pixels.data.len() as u64) as usize));
     let (w, h) = (pixels.width, pixels.height);
     #[allow(unused_imports)]
     use image::ImageEncoder;
@@ -350,4 +387,170 @@ fn drop_alpha(rgba: &[u8]) -> Vec<u8> {
 #[allow(dead_code)]
 fn add_alpha(rgb: &[u8]) -> Vec<u8> {
     rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect()
+}
+
+/// Checks a whole file before it is decoded: that it is complete (decoders of WebP, JPEG and GIF
+/// fill missing data silently, and a file still being copied must never become an output), and
+/// that its header does not promise far more pixels than its data can hold (refused before any
+/// allocation). Returns the number of frames or pages (only the first is processed).
+pub fn inspect(bytes: &[u8], format: Format) -> Result<u32, String> {
+    let truncated = |what: &str| format!("truncated {} data: the file ends before its {}", format.name(), what);
+    let promise = |w: u64, h: u64| {
+        format!("corrupt {} data: its header promises {}x{} pixels, far more than its {} bytes can hold", format.name(), w, h, bytes.len())
+    };
+    let be32 = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let le32 = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let le16 = |at: usize| bytes.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    match format {
+        Format::Png => {
+            // Chunks: length, type, data, CRC; the image is whole once IEND is reached. Deflate
+            // expands at most 1032 times, so the rows cannot outgrow the IDAT bytes by more.
+            let (mut at, mut idat, mut frames, mut rows) = (8usize, 0u64, 1u32, 0u64);
+            loop {
+                let (length, kind) = match (be32(at), bytes.get(at + 4..at + 8)) {
+                    (Some(length), Some(kind)) => (length as usize, kind),
+                    _ => return Err(truncated("IEND chunk")),
+                };
+                let end = at.checked_add(12 + length).filter(|end| *end <= bytes.len()).ok_or_else(|| truncated("IEND chunk"))?;
+                match kind {
+                    b"IHDR" if length >= 13 => {
+                        let (w, h) = (u64::from(be32(at + 8).unwrap_or(0)), u64::from(be32(at + 12).unwrap_or(0)));
+                        let bits = u64::from(bytes[at + 16]) * [1, 0, 3, 1, 2, 0, 4].get(usize::from(bytes[at + 17])).copied().unwrap_or(4);
+                        rows = h.saturating_mul(1 + (w.saturating_mul(bits) + 7) / 8);
+                        if w == 0 || h == 0 {
+                            return Ok(1); // the decoder says "no pixels"
+                        }
+                        if rows / 1032 > bytes.len() as u64 {
+                            return Err(promise(w, h));
+                        }
+                    }
+                    b"IDAT" => idat += length as u64,
+                    b"acTL" if length >= 8 => frames = be32(at + 8).unwrap_or(1).max(1),
+                    b"IEND" => break,
+                    _ => {}
+                }
+                at = end;
+            }
+            if rows / 1032 > idat + 64 {
+                return Err(format!("corrupt png data: {} bytes of image data cannot hold its {} bytes of rows", idat, rows));
+            }
+            Ok(frames)
+        }
+        Format::Jpeg => {
+            // Segments up to each scan, its entropy-coded data up to the next marker, until EOI.
+            // Every 8x8 block takes at least one bit, so at most 512 pixels a byte.
+            let mut at = 2;
+            loop {
+                let marker = match (bytes.get(at), bytes.get(at + 1)) {
+                    (Some(0xff), Some(marker)) => *marker,
+                    (Some(_), Some(_)) => return Err(format!("corrupt jpeg data: no marker at byte {}", at)),
+                    _ => return Err(truncated("end-of-image marker")),
+                };
+                at += 2;
+                match marker {
+                    0xd9 => return Ok(1),
+                    0xff => at -= 1, // fill byte
+                    0x01 | 0xd0..=0xd7 => {}
+                    _ => {
+                        let length = bytes.get(at..at + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))).ok_or_else(|| truncated("end-of-image marker"))?;
+                        if (0xc0..=0xcf).contains(&marker) && ![0xc4, 0xc8, 0xcc].contains(&marker) && length >= 7 {
+                            let b = bytes.get(at + 3..at + 7).ok_or_else(|| truncated("end-of-image marker"))?;
+                            let (h, w) = (u64::from(u16::from_be_bytes([b[0], b[1]])), u64::from(u16::from_be_bytes([b[2], b[3]])));
+                            if w * h / 512 > bytes.len() as u64 {
+                                return Err(promise(w, h));
+                            }
+                        }
+                        at += length;
+                        if marker == 0xda {
+                            // Entropy-coded data: 0xff is followed by 0 (a stuffed byte) or a restart marker inside it.
+                            loop {
+                                match (bytes.get(at), bytes.get(at + 1)) {
+                                    (Some(0xff), Some(next)) if *next == 0 || (0xd0..=0xd7).contains(next) => at += 2,
+                                    (Some(0xff), Some(_)) => break,
+                                    (Some(_), _) => at += 1,
+                                    (None, _) => return Err(truncated("end-of-image marker")),
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Format::Gif => {
+            // Header, screen descriptor and colour table; then extensions and images, each made
+            // of sub-blocks ending in an empty one, until the trailer. LZW codes take at least three
+            // bits and give at most 4096 pixels, so a frame's data bounds its size.
+            let table = |flags: u8| if flags & 0x80 != 0 { 3usize << ((flags & 7) + 1) } else { 0 };
+            let mut at = 13 + table(*bytes.get(10).ok_or_else(|| truncated("trailer"))?);
+            let mut frames = 0u32;
+            loop {
+                let introducer = *bytes.get(at).ok_or_else(|| truncated("trailer"))?;
+                let area = match introducer {
+                    0x3b => return Ok(frames.max(1)),
+                    0x21 => {
+                        at += 2;
+                        None
+                    }
+                    0x2c => {
+                        let (w, h) = (le16(at + 5), le16(at + 7));
+                        let flags = *bytes.get(at + 9).ok_or_else(|| truncated("trailer"))?;
+                        at += 10 + table(flags) + 1; // descriptor, local colour table, LZW code size
+                        frames += 1;
+                        Some((u64::from(w.unwrap_or(0)), u64::from(h.unwrap_or(0))))
+                    }
+                    other => return Err(format!("corrupt gif data: unknown block 0x{:02x} at byte {}", other, at)),
+                };
+                let start = at;
+                loop {
+                    let size = usize::from(*bytes.get(at).ok_or_else(|| truncated("trailer"))?);
+                    at += 1 + size;
+                    if size == 0 {
+                        break;
+                    }
+                }
+                if let Some((w, h)) = area {
+                    if frames == 1 && w * h > (at - start) as u64 * 8 / 3 * 4096 {
+                        return Err(promise(w, h));
+                    }
+                }
+            }
+        }
+        Format::Bmp => {
+            // Uncompressed rows (BI_RGB, BI_BITFIELDS) must all be there.
+            let (offset, width, height, bits, compression) = (le32(10), le32(18), le32(22), le16(28), le32(30));
+            let info_header = le32(14).map_or(false, |size| size >= 40); // not OS/2's 12-byte one
+            if let (true, Some(offset), Some(width), Some(height), Some(bits), Some(0 | 3)) = (info_header, offset, width, height, bits, compression) {
+                let stride = (u64::from(width as i32 as u32).saturating_mul(u64::from(bits)) + 31) / 32 * 4;
+                let needed = u64::from(offset) + stride.saturating_mul(u64::from((height as i32).unsigned_abs()));
+                if (bytes.len() as u64) < needed {
+                    return Err(truncated("last row of pixels"));
+                }
+            }
+            Ok(1)
+        }
+        Format::Tiff => {
+            // Pages: the chain of image file directories (classic TIFF; BigTIFF counts as one).
+            let le = bytes.starts_with(b"II");
+            let word = |at: usize| bytes.get(at..at + 4).map(|b| if le { u32::from_le_bytes([b[0], b[1], b[2], b[3]]) } else { u32::from_be_bytes([b[0], b[1], b[2], b[3]]) });
+            let half = |at: usize| bytes.get(at..at + 2).map(|b| if le { u16::from_le_bytes([b[0], b[1]]) } else { u16::from_be_bytes([b[0], b[1]]) });
+            if half(2) != Some(42) {
+                return Ok(1);
+            }
+            let (mut next, mut pages) = (word(4).unwrap_or(0) as usize, 0u32);
+            while next != 0 && pages < 10_000 {
+                let count = usize::from(half(next).ok_or_else(|| truncated("image file directory"))?);
+                pages += 1;
+                next = word(next + 2 + 12 * count).ok_or_else(|| truncated("image file directory"))? as usize;
+            }
+            Ok(pages.max(1))
+        }
+        Format::WebP => {
+            // RIFF says how long the file is; a copy still being written is shorter.
+            let declared = le32(4).ok_or_else(|| truncated("RIFF header"))? as u64 + 8;
+            if (bytes.len() as u64) < declared {
+                return Err(format!("truncated webp data: {} of the {} bytes its RIFF header declares", bytes.len(), declared));
+            }
+            Ok(1)
+        }
+    }
 }
