@@ -302,7 +302,8 @@ pub fn cause(error: &io::Error) -> String {
     #[cfg(target_os = "wasi")]
     const CODES: &[(i32, &str)] = &[
         (51, "no space left on device"), (69, "read-only file system"), (2, "permission denied"),
-        (63, "operation not permitted"), (29, "input/output error"), (19, "disk quota exceeded"),
+        // wasmtime reports a read-only mount as EIO.
+        (63, "operation not permitted"), (29, "input/output error (a read-only or failing file system)"), (19, "disk quota exceeded"),
         (44, "no such file or directory"), (54, "not a directory"), (37, "file name too long"),
         (33, "too many open files"), (41, "too many open files in system"), (22, "file too large"),
         (76, "not allowed by the sandbox"),

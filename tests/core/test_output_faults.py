@@ -1,0 +1,126 @@
+"""Faults of the output's file system in watch mode: a full disk, a read-only remount and a removed
+output directory. The cause is named once, pending images are retried on every scan and all
+written once it clears. Each test mounts a small tmpfs of its own (as root, like CI and bootstrap)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from coretools import INVOKE, ROOT, clean_env, noise, save
+from testkit import wait_for
+
+
+def mount(*args: str) -> None:
+    done = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"these tests mount a small tmpfs and need root: mount {' '.join(args)}: {done.stderr.strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk))
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fills the file system to the last byte."""
+    filler = disk / "filler"
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def watch(input_dir: Path, output_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(INVOKE), "run", "--input", str(input_dir), "--output", str(output_dir),
+                             "--interval", "0.3"], cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def stop(process: subprocess.Popen) -> tuple[str, str]:
+    if process.poll() is None:
+        process.send_signal(2)
+    try:
+        return process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def images(folder: Path, count: int, start: int = 0) -> list[str]:
+    names = [f"img{i}.png" for i in range(start, start + count)]
+    for i, name in enumerate(names):
+        save(noise(60, 80, 3, seed=start + i), folder / name)
+    return names
+
+
+def test_a_full_disk_is_reported_once_and_every_pending_image_is_written_once_space_is_freed(small_disk, tmp_path):
+    out = small_disk / "out"
+    out.mkdir()
+    process = watch(tmp_path / "in", out)
+    try:
+        first = images(tmp_path / "in", 1)
+        assert wait_for(lambda: (out / first[0]).exists(), 30)
+        filler = fill(small_disk)
+        pending = images(tmp_path / "in", 4, start=10)
+        time.sleep(3.0)  # many scans, each retrying the pending images
+        assert not any((out / name).exists() for name in pending)
+        filler.unlink()
+        freed = time.monotonic()
+        assert wait_for(lambda: all((out / name).exists() for name in pending), 30)
+        print(f"space freed -> {len(pending)} pending images written: {time.monotonic() - freed:.2f} s (interval 0.3 s)")
+    finally:
+        stdout, stderr = stop(process)
+    full = [line for line in stderr.splitlines() if "no space left on device" in line and "writing again" not in line]
+    assert len(full) == 1, stderr  # once per cause, not once per image or per scan
+    assert "(os error" not in stderr
+    assert "writing again" in stderr
+    wrote = [line.split()[1] for line in stdout.splitlines() if line.startswith("wrote ")]
+    assert sorted(wrote) == sorted(first + pending)  # each exactly once
+    assert [p for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_read_only_output_is_named_and_retried_until_it_is_writable_again(small_disk, tmp_path):
+    out = small_disk / "out"
+    out.mkdir()
+    process = watch(tmp_path / "in", out)
+    try:
+        mount("-o", "remount,ro", str(small_disk))
+        pending = images(tmp_path / "in", 2)
+        time.sleep(2.0)
+        mount("-o", "remount,rw", str(small_disk))
+        assert wait_for(lambda: all((out / name).exists() for name in pending), 30)
+    finally:
+        stdout, stderr = stop(process)
+    # The cause in words (wasmtime hands the module EIO for a read-only mount), once.
+    assert len([line for line in stderr.splitlines() if "read-only" in line and "writing again" not in line]) == 1, stderr
+    assert "(os error" not in stderr
+    assert stdout.count("wrote ") == 2
+
+
+def test_a_removed_output_directory_ends_the_watcher_for_a_restart(tmp_path):
+    out = tmp_path / "out"
+    process = watch(tmp_path / "in", out)
+    try:
+        images(tmp_path / "in", 1)
+        assert wait_for(lambda: (out / "img0.png").exists(), 30)
+        shutil.rmtree(out)
+        out.mkdir()  # recreated at once: still not the directory the module holds
+        images(tmp_path / "in", 1, start=5)
+        process.wait(timeout=30)
+    finally:
+        _, stderr = stop(process)
+    assert process.returncode == 75, stderr
+    assert "output directory /output_dir was removed" in stderr and "restarted" in stderr
