@@ -233,12 +233,35 @@ pub fn take_back_leftovers(output_dir: &Path, instance: &str) -> usize {
     removed
 }
 
+/// Reads and writes go through the runtime in pieces this large: wasmtime copies each call's
+/// whole buffer on the host side, so one call for a 100 MB image would cost 100 MB more.
+const IO_PIECE: usize = 4 << 20;
+
+/// Reads a whole file in pieces of `IO_PIECE` into a buffer allocated once.
+pub fn read_whole(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let mut bytes = vec![0u8; file.metadata()?.len() as usize];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        let end = (filled + IO_PIECE).min(bytes.len());
+        match file.read(&mut bytes[filled..end])? {
+            0 => break, // shorter than it was: its content is checked next
+            n => filled += n,
+        }
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
+}
+
 /// Writes `bytes` so that `output` appears only complete: a hidden temporary name in the same
 /// directory, then a rename.
 pub fn write_atomically(output: &Path, bytes: &[u8], instance: &str) -> io::Result<()> {
     let temp = temp_path(output, instance);
     let result = File::create(&temp).and_then(|mut f| {
-        f.write_all(bytes)?;
+        for piece in bytes.chunks(IO_PIECE) {
+            f.write_all(piece)?;
+        }
         f.sync_all()
     });
     let result = result.and_then(|_| fs::rename(&temp, output));

@@ -326,7 +326,7 @@ impl Worker {
     /// Reads, checks, decodes, runs the kernel and encodes one input: the output bytes and the
     /// input's number of frames (only the first is processed).
     fn render(&self, source: &Path, format: Format) -> Result<(Vec<u8>, u32), Outcome> {
-        let bytes = match fs::read(source) {
+        let bytes = match files::read_whole(source) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Outcome::NotReady),
             Err(e) => return Err(Outcome::Failed(Failure::io("read", source.strip_prefix(&self.options.input_dir).unwrap_or(source), &e))),
