@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,3 +42,31 @@ def wait_for(predicate, seconds: float = 60.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+@contextmanager
+def small_tmpfs(directory: Path, size: str = "4m") -> Iterator[Path]:
+    """A small file system of the test's own at `directory`, to fill up or remount read-only.
+    Mounting needs root, as bootstrap's installs do; CI runs as root."""
+    directory.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"this test mounts a small tmpfs and needs root: {done.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+
+
+def fill_file_system(directory: Path) -> Path:
+    """Fills the file system holding `directory` to the last byte; returns the filler to remove."""
+    filler = directory / "filler"
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+    return filler

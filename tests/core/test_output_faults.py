@@ -12,35 +12,18 @@ from pathlib import Path
 import pytest
 
 from coretools import INVOKE, ROOT, clean_env, noise, save
-from testkit import wait_for
+from testkit import fill_file_system, small_tmpfs, wait_for
 
 
 def mount(*args: str) -> None:
     done = subprocess.run(["mount", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.fail(f"these tests mount a small tmpfs and need root: mount {' '.join(args)}: {done.stderr.strip()}")
+    assert done.returncode == 0, f"mount {' '.join(args)}: {done.stderr.strip()}"
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk))
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
-
-
-def fill(disk: Path) -> Path:
-    """Fills the file system to the last byte."""
-    filler = disk / "filler"
-    with open(filler, "wb") as handle:
-        try:
-            while True:
-                handle.write(b"\0" * 65536)
-                handle.flush()
-        except OSError:
-            pass
-    return filler
+    with small_tmpfs(tmp_path / "disk") as disk:
+        yield disk
 
 
 def watch(input_dir: Path, output_dir: Path) -> subprocess.Popen:
@@ -73,7 +56,7 @@ def test_a_full_disk_is_reported_once_and_every_pending_image_is_written_once_sp
     try:
         first = images(tmp_path / "in", 1)
         assert wait_for(lambda: (out / first[0]).exists(), 30)
-        filler = fill(small_disk)
+        filler = fill_file_system(small_disk)
         pending = images(tmp_path / "in", 4, start=10)
         time.sleep(3.0)  # many scans, each retrying the pending images
         assert not any((out / name).exists() for name in pending)
