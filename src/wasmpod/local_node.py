@@ -144,7 +144,8 @@ def pull_credentials(image: str, secret_names: list[str], secrets: dict[str, dic
 WAITING, RUNNING, SUCCEEDED, ERROR, CRASH_LOOP, TERMINATED = (
     "Waiting", "Running", "Succeeded", "Error", "CrashLoopBackOff", "Terminated")
 INSTANCE_STATES = (WAITING, RUNNING, SUCCEEDED, ERROR, CRASH_LOOP, TERMINATED)
-PHASES = ("Pending", "Running", "Succeeded", "Failed", "Stopped")
+# A workload's phase; CrashLoopBackOff (as kubectl shows a Pod) while an instance waits to restart after failing.
+PHASES = ("Pending", "Running", "CrashLoopBackOff", "Succeeded", "Failed", "Stopped")
 
 
 @dataclass
@@ -224,15 +225,15 @@ class WorkloadState:
     name: str
     namespace: str
     kind: str
-    phase: str  # Pending | Running | Succeeded | Failed | Stopped
+    phase: str  # one of PHASES
     instances: list[InstanceStatus]
     image: str
     directory: Path
-    runner_running: bool = True
+    runner_lost: bool = False  # the runner ended without saying how the workload ended
 
     def describe(self) -> str:
         states = ", ".join(i.describe() for i in self.instances) or "no instances"
-        note = "" if self.runner_running or self.phase in ("Succeeded", "Stopped") else "  (runner not running)"
+        note = "  (runner not running)" if self.runner_lost else ""
         return f"{self.namespace}/{self.name}  {self.kind}  {self.phase}  [{states}]  {self.image}{note}"
 
     def first_failure(self) -> InstanceStatus | None:
@@ -403,9 +404,11 @@ class LocalNode:
                 with (files.directory / "runner.log").open("ab") as log:
                     process = subprocess.Popen([sys.executable, *runner_command(files.directory)],
                                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-                identity = ProcessIdentity.of(process.pid, runner_command(files.directory))
-                if identity is not None:  # None: it has already ended, and status will say how
-                    files.write_runner(identity)
+                identity = ProcessIdentity.of(process.pid, runner_command(files.directory), just_started=True)
+                if identity is None:
+                    raise UserError(f"the local node's runner for {workload.namespace}/{workload.name} ended at "
+                                    f"once: see {files.directory / 'runner.log'}")
+                files.write_runner(identity)
                 if workload.kind != "Job":
                     return self._wait_until_started(files, process)
         if wait_for_job:
@@ -426,7 +429,7 @@ class LocalNode:
             if failed is not None:
                 raise UserError(f"{state.namespace}/{state.name} instance #{failed.index} exited with status "
                                 f"{failed.exit_code}: {failed.last_error or '(nothing on stderr)'}")
-            if not state.runner_running or state.phase not in ("Pending", "Running"):
+            if state.runner_lost or state.phase not in ("Pending", "Running"):
                 return state
             if state.instances and all(i.started for i in state.instances):
                 return state
@@ -439,14 +442,14 @@ class LocalNode:
         """The workload as its files say, made honest: without a running runner nothing runs."""
         workload = files.workload()
         status = files.status()
-        runner_running = bool(files.running_runners())
+        runner_lost = status.phase in ("Pending", "Running", "CrashLoopBackOff") and not files.runner().is_running()
         phase, instances = status.phase, status.instances
-        if not runner_running and phase in ("Pending", "Running"):
+        if runner_lost:
             phase = "Failed"
             instances = [InstanceStatus(i.index, TERMINATED if i.state in (RUNNING, CRASH_LOOP, WAITING) else i.state,
                                         False, i.exit_code, i.restarts, i.last_error) for i in instances]
         return WorkloadState(workload.name, workload.namespace, workload.kind, phase, instances, workload.image,
-                             files.directory, runner_running)
+                             files.directory, runner_lost)
 
     def status(self, namespace: str, name: str) -> WorkloadState:
         with self._locked(namespace, name, exclusive=False) as files:
@@ -528,7 +531,8 @@ def run_workload(directory: Path) -> int:
                 instance = instances[changes.pop("index")]
                 for key, value in changes.items():
                     setattr(instance, key, value)
-            files.write_status(RunnerStatus(phase, instances))
+            crashing = phase == "Running" and any(i.state == CRASH_LOOP for i in instances)
+            files.write_status(RunnerStatus("CrashLoopBackOff" if crashing else phase, instances))
 
     def run_instance(index: int) -> None:
         own_id = instance_id(workload, index)

@@ -106,7 +106,7 @@ class LocalRegistry:
             # A session of its own: the registry outlives the invoke command that started it.
             process = subprocess.Popen([binary, *self._command], env=env,
                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        identity = ProcessIdentity.of(process.pid, self._command)
+        identity = ProcessIdentity.of(process.pid, self._command, just_started=True)
         if identity is not None:  # None: it has already ended, which the loop below reports
             write_atomically(self._pid_file, json.dumps({"process": identity.as_json(), "port": self.port}))
         deadline = time.monotonic() + START_TIMEOUT

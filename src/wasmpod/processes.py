@@ -62,8 +62,11 @@ class ProcessIdentity:
     command: tuple[str, ...]  # what its argv ends with, e.g. ("-m", "wasmpod.local_node", DIR)
 
     @classmethod
-    def of(cls, pid: int, command: tuple[str, ...]) -> "ProcessIdentity | None":
+    def of(cls, pid: int, command: tuple[str, ...], just_started: bool = False) -> "ProcessIdentity | None":
         """The identity of the running process `pid`, if its command line ends with `command`."""
+        deadline = time.monotonic() + (2.0 if just_started else 0.0)
+        while _cmdline(pid) == () and time.monotonic() < deadline:
+            time.sleep(0.01)  # the kernel shows a new command line a moment after exec
         start = _start_time(pid)
         identity = cls(pid, start, command) if start is not None else None
         return identity if identity is not None and identity.is_running() else None

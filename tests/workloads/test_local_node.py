@@ -1,0 +1,170 @@
+"""The local node's own guarantees, end to end with the real module, wasmtime and docker-registry:
+it signals only processes it started, serialises one workload's commands, says plainly when its
+state is damaged (and undeploy still cleans up), reports dead runners and failing instances
+honestly, and leaves no claims behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from testkit import ROOT, invoke, wait_for
+from workload_kit import images, large_images, leftovers, one_line_error
+
+from wasmpod.local_node import runner_command
+from wasmpod.processes import ProcessIdentity, find_processes
+
+NODE = ROOT / ".cache" / "node" / "default"
+
+
+@pytest.fixture
+def pushed(registry, env) -> str:
+    """The module built and pushed to a fresh registry; its address."""
+    done = invoke("build", "push", "--registry", registry.address, env=env)
+    assert done.returncode == 0, done.stderr
+    return registry.address
+
+
+def deploy(address: str, name: str, tmp_path: Path, *more: str, env: dict) -> subprocess.CompletedProcess:
+    return invoke("deploy", "--registry", address, "--name", name, "--input-dir", str(tmp_path / "in"),
+                  "--output-dir", str(tmp_path / "out"), "--env", "FRACTALIFY_INTERVAL=0.3", *more, env=env)
+
+
+def recorded_runner(name: str) -> ProcessIdentity:
+    return ProcessIdentity.from_json(json.loads((NODE / name / "runner.json").read_text()))
+
+
+def our_runners(name: str) -> list[ProcessIdentity]:
+    return find_processes(runner_command(NODE / name))
+
+
+@pytest.fixture
+def bystander():
+    """A process that is not ours, leading a process group of its own, as a runner does."""
+    process = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_two_deploys_of_one_workload_at_once_both_end_cleanly_and_it_runs_once(pushed, env, tmp_path, workload_names):
+    name = workload_names("twice")
+    names = images(tmp_path / "in", 3)
+    command = [str(ROOT / ".venv" / "bin" / "invoke"), "deploy", "--registry", pushed, "--name", name,
+               "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
+               "--env", "FRACTALIFY_INTERVAL=0.3"]
+    both = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    for process in both:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0 and "Traceback" not in err, err
+        assert "Running" in out
+    assert len(our_runners(name)) == 1
+    assert wait_for(lambda: all((tmp_path / "out" / n).exists() for n in names))
+    assert f"default/{name}  Pod  Running" in invoke("status", env=env).stdout
+
+
+@pytest.mark.parametrize("state_file, content", [("status.json", ""), ("workload.json", '{"kind": "Pod", "na'),
+                                                 ("runner.json", "[1, 2]"), ("status.json", '{"phase": "Running"}')])
+def test_a_damaged_state_file_is_one_line_naming_it_and_undeploy_still_cleans_up(pushed, env, tmp_path, workload_names,
+                                                                                 state_file, content):
+    name = workload_names("damaged")
+    images(tmp_path / "in", 1)
+    assert deploy(pushed, name, tmp_path, env=env).returncode == 0
+    path = NODE / name / state_file
+    path.write_text(content)
+    status = invoke("status", env=env)
+    assert status.returncode == 0 and "Traceback" not in status.stderr
+    line = next(line for line in status.stdout.splitlines() if name in line)
+    assert str(path) in line and "undeploy" in line
+    if state_file == "workload.json":
+        one_line_error(invoke("logs", "--name", name, env=env), str(path))
+    gone = invoke("undeploy", "--name", name, env=env)
+    assert gone.returncode == 0 and "stopped and removed" in gone.stdout, gone.stderr
+    assert not (NODE / name).exists() and our_runners(name) == []
+
+
+@pytest.mark.parametrize("record", ["identity", "garbage"])
+def test_a_runner_record_naming_another_process_never_signals_it_nor_orphans_the_runner(
+        pushed, env, tmp_path, workload_names, bystander, record):
+    name = workload_names("planted")
+    images(tmp_path / "in", 1)
+    assert deploy(pushed, name, tmp_path, env=env).returncode == 0
+    runner = recorded_runner(name)
+    if record == "identity":
+        # The bystander's true pid and start time, claiming to be this workload's runner.
+        planted = ProcessIdentity(bystander.pid, ProcessIdentity.of(bystander.pid, ("300",)).start_time,
+                                  runner_command(NODE / name))
+        (NODE / name / "runner.json").write_text(json.dumps(planted.as_json()))
+    else:
+        (NODE / name / "runner.json").write_text(f"{bystander.pid}\n")
+    invoke("status", env=env)
+    assert invoke("undeploy", "--name", name, env=env).returncode == 0
+    assert bystander.poll() is None  # neither it nor its group got a signal
+    assert not runner.is_running() and our_runners(name) == []  # the real runner was found and stopped
+
+
+def test_a_killed_runner_is_not_running_and_a_redeploy_takes_its_claims_back(pushed, env, tmp_path, workload_names):
+    name = workload_names("killed")
+    large = large_images(tmp_path / "in", 2)
+    common = ("--env", "FRACTALIFY_C=0,0")
+    assert deploy(pushed, name, tmp_path, *common, env=env).returncode == 0
+    assert wait_for(lambda: leftovers(tmp_path / "out"))
+    os.kill(recorded_runner(name).pid, signal.SIGKILL)
+    assert wait_for(lambda: "runner not running" in invoke("status", env=env).stdout, 30)
+    status = next(line for line in invoke("status", env=env).stdout.splitlines() if name in line)
+    assert "Running" not in status and "Failed" in status
+    done = deploy(pushed, name, tmp_path, *common, env=env)
+    assert done.returncode == 0, done.stderr
+    # Without the claims taken back, an image would wait ten minutes for its claim to go stale.
+    assert wait_for(lambda: all((tmp_path / "out" / n).exists() for n in large), 180)
+
+
+def test_undeploy_while_an_instance_works_on_an_image_leaves_no_claims(pushed, env, tmp_path, workload_names):
+    name = workload_names("midway")
+    large_images(tmp_path / "in", 2)
+    assert deploy(pushed, name, tmp_path, "--kind", "deployment", "--replicas", "2", "--env", "FRACTALIFY_C=0,0",
+                  env=env).returncode == 0
+    assert wait_for(lambda: len([p for p in leftovers(tmp_path / "out") if p.suffix == ".claim"]) == 2)
+    assert invoke("undeploy", "--name", name, env=env).returncode == 0
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_an_instance_that_exits_at_once_fails_deploy_with_its_own_line(pushed, env, tmp_path, workload_names):
+    name = workload_names("badvar")
+    images(tmp_path / "in", 1)
+    done = deploy(pushed, name, tmp_path, "--env", "FRACTALIFY_MAX_ITER=999", env=env)
+    one_line_error(done, "FRACTALIFY_MAX_ITER", "exited with status 2", "fractalify:")
+    # Shown as kubectl shows it: restarted with back-off, its exit status and its last line.
+    assert wait_for(lambda: "1 restarts" in invoke("status", env=env).stdout or
+                    "2 restarts" in invoke("status", env=env).stdout, 60)
+    status = next(line for line in invoke("status", env=env).stdout.splitlines() if name in line)
+    assert "CrashLoopBackOff (exit 2" in status and "FRACTALIFY_MAX_ITER" in status and "Running" not in status.split("[")[0]
+
+
+def test_a_variable_with_the_workloads_prefix_the_module_does_not_read_is_refused(env, tmp_path):
+    one_line_error(invoke("deploy", "--dry-run", "--env", "FRACTALIFY_MAXITER=5", env=env),
+                   "FRACTALIFY_MAXITER", "did you mean FRACTALIFY_MAX_ITER")
+    config = tmp_path / "env.yaml"
+    config.write_text("deploy:\n  env:\n    FRACTALIFY_CHANEL: red\n")
+    one_line_error(invoke("-f", str(config), "deploy", "--dry-run", env=env), "did you mean FRACTALIFY_CHANNEL")
+    fine = invoke("deploy", "--dry-run", "--env", "FRACTALIFY_MAX_BYTES=1000", "--env", "OTHER_THING=1", env=env)
+    assert fine.returncode == 0, fine.stderr
+
+
+def test_a_job_with_a_failed_instance_is_failed(pushed, env, tmp_path, workload_names):
+    name = workload_names("corrupt")
+    names = images(tmp_path / "in", 6)
+    (tmp_path / "in" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really" * 10)
+    done = deploy(pushed, name, tmp_path, "--kind", "job", "--completions", "3", "--parallelism", "3", env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"Job default/{name}" in done.stdout and ": Failed" in done.stdout
+    # Today's module gives up a claim on an image it cannot read, so each instance meets the corrupt one.
+    assert "Error (exit 1): fractalify: corrupt.png" in done.stdout
+    assert all((tmp_path / "out" / n).exists() for n in names)
+    assert "Failed" in next(line for line in invoke("status", env=env).stdout.splitlines() if name in line)
