@@ -125,6 +125,7 @@ def test_dry_run_prints_only_yaml_changes_nothing_and_redacts_the_secret(env, tm
     assert [d["kind"] for d in docs] == ["Secret", "Pod"]
     assert PASSWORD not in done.stdout + done.stderr
     assert base64.b64encode(PASSWORD.encode()).decode() not in done.stdout
+    assert_holds_no_password(docs[0])
     secret_file = out / "fractalify-pull.secret.yaml"
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     config = json.loads(base64.b64decode(yaml.safe_load(secret_file.read_text())["data"][".dockerconfigjson"]))
@@ -132,6 +133,27 @@ def test_dry_run_prints_only_yaml_changes_nothing_and_redacts_the_secret(env, tm
     assert docs[1]["spec"]["imagePullSecrets"] == [{"name": "fractalify-pull"}]
     status = invoke("registry.status", "--port", str(port), env=env)
     assert "not running" in status.stdout  # the dry run did not start the local registry
+
+
+def assert_holds_no_password(secret: dict) -> None:
+    """No value of the printed Secret holds the password: not as text, not in base64, and not
+    in a docker config that its base64 decodes to."""
+    encoded = base64.b64encode(PASSWORD.encode()).decode()
+    for value in list((secret.get("data") or {}).values()) + list((secret.get("stringData") or {}).values()):
+        assert PASSWORD not in value and encoded not in value
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except ValueError:
+            continue  # not base64: nothing hides in it
+        assert PASSWORD not in decoded and encoded not in decoded
+        try:
+            config = json.loads(decoded)
+        except ValueError:
+            continue
+        auths = config.get("auths", {}) if isinstance(config, dict) else {}
+        for entry in auths.values():
+            assert PASSWORD not in json.dumps(entry)
+            assert PASSWORD not in base64.b64decode(entry.get("auth", "")).decode(errors="replace")
 
 
 def test_one_flag_reaches_every_task_of_the_chain(registry, env, tmp_path):

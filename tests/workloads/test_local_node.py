@@ -5,6 +5,7 @@ honestly, and leaves no claims behind."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -16,10 +17,19 @@ import pytest
 from testkit import ROOT, invoke, wait_for
 from workload_kit import images, large_images, leftovers, one_line_error
 
-from wasmpod.local_node import runner_command
+from registries import PASSWORD, USER
+
+from wasmpod.artifact import Provenance, compose_artifact
+from wasmpod.local_node import LocalNode, runner_command
+from wasmpod.localrun import run_on_directories
+from wasmpod.manifests import GUEST_INPUT, GUEST_OUTPUT, PullSecret, Workload, render_manifests, volume_from
+from wasmpod.oci_client import RegistryClient, Transport
+from wasmpod.push import push_artifact
+from wasmpod.reference import ImageReference
 from wasmpod.processes import ProcessIdentity, find_processes
 
 NODE = ROOT / ".cache" / "node" / "default"
+TEMPLATES = ROOT / "templates" / "k8s"
 
 
 @pytest.fixture
@@ -168,3 +178,87 @@ def test_a_job_with_a_failed_instance_is_failed(pushed, env, tmp_path, workload_
     assert "Error (exit 1): fractalify: corrupt.png" in done.stdout
     assert all((tmp_path / "out" / n).exists() for n in names)
     assert "Failed" in next(line for line in invoke("status", env=env).stdout.splitlines() if name in line)
+
+
+def test_the_pull_secret_entry_is_chosen_by_the_images_registry(auth_registry, env, tmp_path):
+    """A Secret with entries for two registries, the wrong one first: the node pulls with the
+    entry under the image's registry (taking the first entry would be refused by the registry)."""
+    with_credentials = {**env, "REGISTRY_USERNAME": USER, "REGISTRY_PASSWORD": PASSWORD}
+    assert invoke("push", "--registry", auth_registry.address, env=with_credentials).returncode == 0
+    images(tmp_path / "in", 1)
+    workload = Workload(kind="job", name="two-entries", namespace="default",
+                        image=f"{auth_registry.address}/fractalify:v0.2.0", program="fractalify",
+                        volumes=(volume_from(str(tmp_path / "in"), "input-dir", GUEST_INPUT, create=False),
+                                 volume_from(str(tmp_path / "out"), "output-dir", GUEST_OUTPUT, create=True)),
+                        pull_secret="regcred", completions=1)
+    secret = PullSecret("regcred", "default", auth_registry.address, USER, PASSWORD)
+    objects = [obj for _, _, obj in render_manifests(TEMPLATES, workload, secret)]
+    entries = {"other.example.com:5000": {"username": "someone-else", "password": "not-the-password"},
+               auth_registry.address: {"username": USER, "password": PASSWORD}}
+    objects[0]["data"][".dockerconfigjson"] = base64.b64encode(json.dumps({"auths": entries}).encode()).decode()
+    node = LocalNode(tmp_path / "node")
+    state = node.apply(objects, lambda address: Transport.choose(address, None, False, None))
+    assert state.phase == "Succeeded", state.describe()
+    assert (tmp_path / "out" / "img00.png").exists()
+
+
+ENV_PRINTER = """
+(module
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_get" (func $get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 4)
+  ;; Writes its environment on stdout, one NAME=value a line.
+  (func (export "_start")
+    (local $i i32) (local $size i32)
+    (drop (call $sizes (i32.const 0) (i32.const 4)))
+    (drop (call $get (i32.const 1024) (i32.const 65536)))
+    (local.set $size (i32.load (i32.const 4)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $size)))
+      (if (i32.eqz (i32.load8_u (i32.add (i32.const 65536) (local.get $i))))
+        (then (i32.store8 (i32.add (i32.const 65536) (local.get $i)) (i32.const 10))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    (i32.store (i32.const 16) (i32.const 65536))
+    (i32.store (i32.const 20) (local.get $size))
+    (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))
+"""
+HOST_SECRET = {"SECRET_TOKEN": "planted-on-the-host", "FRACTALIFY_C": "-0.8,0.156"}
+
+
+@pytest.fixture
+def env_printer(tmp_path) -> Path:
+    import wasmtime
+
+    module = tmp_path / "env-printer.wasm"
+    module.write_bytes(wasmtime.wat2wasm(ENV_PRINTER))
+    return module
+
+
+def printed_env(lines: list[str]) -> dict[str, str]:
+    return dict(line.partition("=")[::2] for line in lines if "=" in line)
+
+
+def test_invoke_run_passes_the_module_only_its_own_variables(env_printer, tmp_path, capfd):
+    (tmp_path / "in").mkdir()
+    result = run_on_directories(env_printer, "fractalify", tmp_path / "in", tmp_path / "out", [],
+                                {**os.environ, **HOST_SECRET})
+    assert result.status == 0
+    seen = printed_env(capfd.readouterr().out.splitlines())
+    assert seen["FRACTALIFY_C"] == "-0.8,0.156" and "FRACTALIFY_INSTANCE" in seen
+    assert set(seen) == {"FRACTALIFY_C", "FRACTALIFY_INSTANCE"}  # no SECRET_TOKEN, PATH, HOME...
+
+
+def test_the_local_node_passes_the_module_only_the_pods_variables(env_printer, registry, env, tmp_path, workload_names):
+    client = RegistryClient(registry.address, Transport.choose(registry.address, None, False, None), None)
+    push_artifact(client, ImageReference(registry.address, "env-printer", "v1"), compose_artifact(env_printer, Provenance()))
+    name = workload_names("env")
+    (tmp_path / "in").mkdir()
+    done = invoke("deploy", "--registry", registry.address, "--repository", "env-printer", "--tag", "v1", "--name", name,
+                  "--kind", "job", "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
+                  "--env", "FRACTALIFY_CHANNEL=red", env={**env, **HOST_SECRET})
+    assert done.returncode == 0 and "Succeeded" in done.stdout, done.stdout + done.stderr
+    logs = invoke("logs", "--name", name, env=env).stdout.splitlines()
+    seen = printed_env([line.split("] ", 1)[1] for line in logs if line.startswith("[instance-0]")])
+    assert set(seen) == {"FRACTALIFY_CHANNEL", "FRACTALIFY_INSTANCE"} and seen["FRACTALIFY_CHANNEL"] == "red"
