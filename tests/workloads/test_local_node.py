@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -262,3 +263,28 @@ def test_the_local_node_passes_the_module_only_the_pods_variables(env_printer, r
     logs = invoke("logs", "--name", name, env=env).stdout.splitlines()
     seen = printed_env([line.split("] ", 1)[1] for line in logs if line.startswith("[instance-0]")])
     assert set(seen) == {"FRACTALIFY_CHANNEL", "FRACTALIFY_INSTANCE"} and seen["FRACTALIFY_CHANNEL"] == "red"
+
+
+def test_an_instance_that_ends_is_restarted_on_a_recreated_output_directory(env_printer, registry, env, tmp_path,
+                                                                             workload_names):
+    """restartPolicy Always: an instance that ends is started again after a back-off, and each
+    start makes the DirectoryOrCreate host paths again (the module exits when its output directory
+    is removed, so that its restart writes into the new one). The environment printer ends at once."""
+    client = RegistryClient(registry.address, Transport.choose(registry.address, None, False, None), None)
+    push_artifact(client, ImageReference(registry.address, "env-printer", "v1"), compose_artifact(env_printer, Provenance()))
+    name = workload_names("restart")
+    (tmp_path / "in").mkdir()
+    done = invoke("deploy", "--registry", registry.address, "--repository", "env-printer", "--tag", "v1", "--name", name,
+                  "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"), env=env)
+    assert done.returncode == 0, done.stderr
+
+    def restarts() -> int:
+        line = next(line for line in invoke("status", env=env).stdout.splitlines() if name in line)
+        found = re.search(r"(\d+) restarts", line)
+        return int(found.group(1)) if found else 0
+
+    assert wait_for(lambda: restarts() >= 1, 60)
+    (tmp_path / "out").rmdir()
+    before = restarts()
+    assert wait_for(lambda: restarts() >= before + 1, 90)
+    assert (tmp_path / "out").is_dir()
