@@ -163,8 +163,9 @@ def test_image_pull_policy_follows_kubernetes_rule(image, policy):
     assert pod["spec"]["containers"][0]["imagePullPolicy"] == policy
 
 
-# Any text at all, the characters YAML gives a meaning to made likely.
-YAML_TEXT = st.text(st.one_of(st.characters(), st.sampled_from(list(":#'\"{}[]&*!|>%@`,-?\n\r\t\\\x85\u2028\u2029\ufeff\x00 "))),
+# Any text at all (every Unicode character but lone surrogates, which are not text and are
+# refused: see below), the characters YAML gives a meaning to made likely.
+YAML_TEXT = st.text(st.one_of(st.characters(blacklist_categories=("Cs",)), st.sampled_from(list(":#'\"{}[]&*!|>%@`,-?\n\r\t\\\x85\u2028\u2029\ufeff\x00 "))),
                     max_size=40)
 
 
@@ -188,3 +189,14 @@ def test_the_quoting_filter_gives_back_any_text_as_one_scalar(value):
     quoted = _quote(value)
     assert yaml.safe_load(f"key: {quoted}\nother: 1\n") == {"key": value, "other": 1}
     assert yaml.safe_load(f"- {quoted}\n- 2\n") == [value, 2]
+
+
+@pytest.mark.parametrize("field", ["env", "password"])
+def test_undecodable_bytes_are_refused_with_one_line(field):
+    """What os.environ makes of bytes that are not UTF-8 (a lone surrogate) cannot go in a file."""
+    undecodable = b"pass\xff".decode(errors="surrogateescape")
+    with pytest.raises(UserError, match="not UTF-8 text"):
+        if field == "env":
+            render_manifests(TEMPLATES, replace(BASE, env=(EnvVar("FRACTALIFY_C", undecodable),)))
+        else:
+            render_manifests(TEMPLATES, BASE, replace(SECRET, password=undecodable))
