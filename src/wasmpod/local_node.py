@@ -154,7 +154,8 @@ class InstanceStatus:
 
     index: int
     state: str = WAITING
-    started: bool = False  # its current run has printed its first line (the banner, before its first scan)
+    # Its current run (between runs: its last) printed its first line: the banner, before its first scan.
+    started: bool = False
     exit_code: int | None = None  # of its last run
     restarts: int = 0
     last_error: str = ""  # the last line its last run wrote on stderr (or its trap)
@@ -179,40 +180,44 @@ class RunnerStatus:
 
     @classmethod
     def from_json(cls, data: object) -> "RunnerStatus":
-        if not isinstance(data, dict) or set(data) != {"phase", "instances"} or data["phase"] not in PHASES:
-            raise ValueError(f"expected phase (one of {', '.join(PHASES)}) and instances")
-        if not isinstance(data["instances"], list):
-            raise ValueError("instances must be a list")
-        instances = []
-        names = {f.name for f in fields(InstanceStatus)}
-        for item in data["instances"]:
-            if not isinstance(item, dict) or set(item) != names or item.get("state") not in INSTANCE_STATES:
-                raise ValueError(f"an instance must have {', '.join(sorted(names))}")
-            instance = InstanceStatus(**item)
-            if type(instance.index) is not int or type(instance.restarts) is not int or \
-                    type(instance.started) is not bool or not isinstance(instance.last_error, str) or \
-                    not (instance.exit_code is None or type(instance.exit_code) is int):
-                raise ValueError("an instance's fields have the wrong types")
-            instances.append(instance)
-        return cls(data["phase"], instances)
+        checked = _fields_of(data, cls, {"phase": lambda v: v in PHASES, "instances": lambda v: isinstance(v, list)})
+        return cls(checked["phase"], [InstanceStatus(**_fields_of(item, InstanceStatus, INSTANCE_FIELDS))
+                                      for item in checked["instances"]])
+
+
+def _fields_of(data: object, cls: type, checks: dict[str, Callable[[Any], bool]]) -> dict[str, Any]:
+    """`data` if it is an object with exactly the fields of dataclass `cls`, each passing its check."""
+    names = {f.name for f in fields(cls)}
+    if not isinstance(data, dict) or set(data) != names:
+        raise ValueError(f"expected an object with {', '.join(sorted(names))}")
+    wrong = sorted(name for name, check in checks.items() if not check(data[name]))
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)} of the wrong kind")
+    return data
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int
+
+
+def _is_texts(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+INSTANCE_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "index": _is_int, "state": lambda v: v in INSTANCE_STATES, "started": lambda v: type(v) is bool,
+    "exit_code": lambda v: v is None or _is_int(v), "restarts": _is_int, "last_error": lambda v: isinstance(v, str)}
+WORKLOAD_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "kind": lambda v: v in ("Pod", "Job", "Deployment"), "name": lambda v: isinstance(v, str),
+    "namespace": lambda v: isinstance(v, str), "image": lambda v: isinstance(v, str), "argv": _is_texts,
+    "env": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+    "preopens": lambda v: isinstance(v, list) and all(_is_texts(p) and len(p) == 2 for p in v),
+    "create_dirs": _is_texts, "instances": _is_int, "completions": _is_int, "restart": lambda v: type(v) is bool}
 
 
 def _workload_from_json(data: object) -> NodeWorkload:
-    names = {f.name for f in fields(NodeWorkload)}
-    if not isinstance(data, dict) or set(data) != names:
-        raise ValueError(f"expected {', '.join(sorted(names))}")
-    workload = NodeWorkload(**{**data, "preopens": [tuple(p) for p in data["preopens"]] if isinstance(data["preopens"], list) else None})
-    texts = (workload.kind, workload.name, workload.namespace, workload.image)
-    if not all(isinstance(t, str) for t in texts) or workload.kind not in ("Pod", "Job", "Deployment") or \
-            not isinstance(workload.argv, list) or not all(isinstance(a, str) for a in workload.argv) or \
-            not isinstance(workload.env, dict) or not all(isinstance(v, str) for v in workload.env.values()) or \
-            not isinstance(workload.preopens, list) or \
-            not all(len(p) == 2 and all(isinstance(x, str) for x in p) for p in workload.preopens) or \
-            not isinstance(workload.create_dirs, list) or not all(isinstance(d, str) for d in workload.create_dirs) or \
-            type(workload.instances) is not int or type(workload.completions) is not int or \
-            type(workload.restart) is not bool:
-        raise ValueError("its fields have the wrong types")
-    return workload
+    checked = _fields_of(data, NodeWorkload, WORKLOAD_FIELDS)
+    return NodeWorkload(**{**checked, "preopens": [tuple(pair) for pair in checked["preopens"]]})
 
 
 def runner_command(directory: Path) -> tuple[str, ...]:
