@@ -465,7 +465,7 @@ class LocalNode:
     def list(self) -> list[WorkloadState | DamagedState]:
         """Every workload's state; a damaged one as the error that says what to do."""
         states: list[WorkloadState | DamagedState] = []
-        for directory in sorted(d for d in self.state_dir.glob("*/*") if d.is_dir() and not d.name.startswith(".")):
+        for directory in sorted(d for d in self.state_dir.glob("[!.]*/[!.]*") if d.is_dir()):  # not .pull-* staging
             with self._locked(directory.parent.name, directory.name, exclusive=False) as files:
                 if files.exists():
                     try:
