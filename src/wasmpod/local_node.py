@@ -367,16 +367,28 @@ class LocalNode:
     @contextmanager
     def _locked(self, namespace: str, name: str, exclusive: bool) -> Iterator[WorkloadFiles]:
         """The workload's lock, beside its directory (which undeploy removes): deploy and
-        undeploy hold it exclusively, status and logs shared. It is never removed, so two
-        processes can never hold locks on two different files of one name."""
+        undeploy hold it exclusively, status and logs shared."""
         lock_dir = self.state_dir / namespace
         lock_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_dir / f".{name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
+        path = self._lock_file(namespace, name)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            # undeploy removes the file under its lock: a lock taken on a removed file locks nothing.
+            try:
+                current = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        try:
             yield WorkloadFiles(self.workload_dir(namespace, name))
         finally:
             os.close(fd)
+
+    def _lock_file(self, namespace: str, name: str) -> Path:
+        return self.state_dir / namespace / f".{name}.lock"
 
     def apply(self, objects: list[dict], transport_for, wait_for_job: bool = True) -> WorkloadState:
         """Pulls the module, then starts the runner in the background (replacing a workload of the
@@ -490,7 +502,9 @@ class LocalNode:
         """Stops the runner (its instances are interrupted and their claims removed) and forgets
         the workload, whatever state its files are in. Returns whether there was one."""
         with self._locked(namespace, name, exclusive=True) as files:
-            return self._remove(files)
+            removed = self._remove(files)
+            self._lock_file(namespace, name).unlink()  # still held: see _locked
+            return removed
 
     def _remove(self, files: WorkloadFiles) -> bool:
         """Under the exclusive lock: stop our runner (found by its checked identity or, that
