@@ -588,7 +588,8 @@ def run_workload(directory: Path) -> int:
                 publish(index=index, state=TERMINATED, started=False)
                 return
             last = trap or _last_line(err) or ("killed by a signal" if status == STOPPED else "")
-            ended = {"exit_code": status, "last_error": last if status else "", "started": False}
+            # A run that printed its first line had started, even if it ended before `watch` saw it.
+            ended = {"exit_code": status, "last_error": last if status else "", "started": _has_first_line(out)}
             if not workload.restart:
                 publish(index=index, state=SUCCEEDED if status == 0 else ERROR, **ended)
                 return
