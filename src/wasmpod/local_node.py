@@ -161,11 +161,11 @@ class InstanceStatus:
     last_error: str = ""  # the last line its last run wrote on stderr (or its trap)
 
     def describe(self) -> str:
-        text = f"#{self.index} {self.state}"
-        details = ([f"exit {self.exit_code}"] if self.exit_code not in (None, 0) else []) + \
+        ended = self.state in (ERROR, CRASH_LOOP)  # a running instance's last exit is history
+        details = ([f"exit {self.exit_code}"] if ended and self.exit_code else []) + \
                   ([f"{self.restarts} restarts"] if self.restarts else [])
-        text += f" ({', '.join(details)})" if details else ""
-        return text + (f": {self.last_error}" if self.last_error and self.state in (ERROR, CRASH_LOOP) else "")
+        text = f"#{self.index} {self.state}" + (f" ({', '.join(details)})" if details else "")
+        return text + (f": {self.last_error}" if ended and self.last_error else "")
 
 
 @dataclass

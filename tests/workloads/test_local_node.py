@@ -288,3 +288,19 @@ def test_an_instance_that_ends_is_restarted_on_a_recreated_output_directory(env_
     before = restarts()
     assert wait_for(lambda: restarts() >= before + 1, 90)
     assert (tmp_path / "out").is_dir()
+
+
+def test_a_killed_instance_is_not_running_and_is_restarted(pushed, env, tmp_path, workload_names):
+    name = workload_names("instance")
+    images(tmp_path / "in", 1)
+    assert deploy(pushed, name, tmp_path, env=env).returncode == 0
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(recorded_runner(name).pid)],
+                              capture_output=True, text=True).stdout.split()
+    assert len(children) == 1  # the instance's process (python -m wasmpod.localrun)
+    os.kill(int(children[0]), signal.SIGKILL)
+    node = LocalNode(NODE.parent)
+    # Polled through the node's own reader: the back-off before the restart lasts a second.
+    assert wait_for(lambda: node.status("default", name).instances[0].state == "CrashLoopBackOff", 30)
+    instance = node.status("default", name).instances[0]
+    assert (instance.exit_code, instance.restarts, instance.last_error) == (130, 1, "killed by a signal")
+    assert wait_for(lambda: f"{name}  Pod  Running  [#0 Running (1 restarts)]" in invoke("status", env=env).stdout, 30)
