@@ -79,6 +79,24 @@ def test_deploys_of_one_workload_at_once_all_end_cleanly_and_it_runs_once(pushed
     assert f"default/{name}  Pod  Running" in invoke("status", env=env).stdout
 
 
+def test_deploys_and_undeploys_of_one_workload_at_once_all_end_cleanly(pushed, env, tmp_path, workload_names):
+    """undeploy removes the lock file under the lock: one waiting meanwhile locks again the file
+    that now has that name, so no two of them ever hold the workload at once."""
+    name = workload_names("churn")
+    images(tmp_path / "in", 1)
+    deploy_command = [str(ROOT / ".venv" / "bin" / "invoke"), "deploy", "--registry", pushed, "--name", name,
+                      "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
+                      "--env", "FRACTALIFY_INTERVAL=0.3"]
+    undeploy_command = [str(ROOT / ".venv" / "bin" / "invoke"), "undeploy", "--name", name]
+    for process in [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True) for _ in range(4) for command in (deploy_command, undeploy_command)]:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0 and "Traceback" not in err, err
+    assert len(our_runners(name)) <= 1
+    assert deploy(pushed, name, tmp_path, env=env).returncode == 0
+    assert len(our_runners(name)) == 1
+
+
 @pytest.mark.parametrize("state_file, content", [("status.json", ""), ("workload.json", '{"kind": "Pod", "na'),
                                                  ("runner.json", "[1, 2]"), ("status.json", '{"phase": "Running"}')])
 def test_a_damaged_state_file_is_one_line_naming_it_and_undeploy_still_cleans_up(pushed, env, tmp_path, workload_names,
