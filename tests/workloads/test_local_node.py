@@ -89,7 +89,7 @@ def test_deploys_and_undeploys_of_one_workload_at_once_all_end_cleanly(pushed, e
                       "--env", "FRACTALIFY_INTERVAL=0.3"]
     undeploy_command = [str(ROOT / ".venv" / "bin" / "invoke"), "undeploy", "--name", name]
     for process in [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True) for _ in range(4) for command in (deploy_command, undeploy_command)]:
+                                     text=True) for _ in range(8) for command in (deploy_command, undeploy_command)]:
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0 and "Traceback" not in err, err
     assert len(our_runners(name)) <= 1
