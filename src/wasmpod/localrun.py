@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +40,11 @@ class RunResult:
     trap: str | None = field(default=None)
 
 
-def run_wasi(run: WasiRun, stop: threading.Event | None = None) -> RunResult:
+def run_wasi(run: WasiRun, stop: threading.Event | None = None,
+             watch: Callable[[], None] | None = None) -> RunResult:
     """Runs `run` to its end; with `stop`, until `stop` is set or Ctrl-C, which end it with
-    `STOPPED` (the caller removes what it left).
+    `STOPPED` (the caller removes what it left). A stoppable run calls `watch` about ten times a
+    second while it runs (the local node looks there for an instance's first line).
 
     wasmtime's interruption checks are never compiled in: epoch interruption puts a check on
     every loop back-edge, which made the module a fifth slower (decoding, the kernel and
@@ -55,6 +57,8 @@ def run_wasi(run: WasiRun, stop: threading.Event | None = None) -> RunResult:
     try:
         result = process.wait(timeout=0.1)
         while result is None:
+            if watch is not None:
+                watch()
             result = process.stop() if stop.is_set() else process.wait(timeout=0.1)
     except KeyboardInterrupt:
         result = process.stop()
