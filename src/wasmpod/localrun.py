@@ -19,6 +19,9 @@ from .errors import UserError
 
 # Exit status reported when the run was stopped from outside (128 + SIGINT, as a shell does).
 STOPPED = 130
+# The module's exit status when its output directory was removed under it (its contract): it
+# can never write through that directory again, and a restart opens the one there now.
+OUTPUT_REMOVED = 75
 
 
 @dataclass(frozen=True)
@@ -274,6 +277,12 @@ def run_on_directories(
     stop = threading.Event()
     with _sigterm_stops(stop):
         result = run_wasi(run, stop)  # stoppable by Ctrl-C and SIGTERM
+        # A watcher whose output directory was removed ends for a restart, as the local node
+        # restarts it: start it again on the directory there now (made again if need be).
+        while result.status == OUTPUT_REMOVED and not stop.is_set():
+            output_dir.mkdir(parents=True, exist_ok=True)
+            print(f"run: starting {program} again on the output directory {output_dir} there now", file=sys.stderr)
+            result = run_wasi(run, stop)
     if result.status == STOPPED:
         remove_instance_leftovers(output_dir, instance)
     return result
