@@ -90,6 +90,51 @@ def test_a_huge_manifest_through_invoke_pull_is_one_line(registry, tmp_path, cle
     assert not (tmp_path / "out.wasm").exists()
 
 
+def stream_huge(request, status: int, sender: Sender, headers: dict[str, str] | None = None) -> None:
+    """`status` with HUGE bytes of body, no Content-Length (it ends when the connection does)."""
+    request.send_response(status)
+    for key, value in {**(headers or {}), "Connection": "close"}.items():
+        request.send_header(key, value)
+    request.end_headers()
+    while sender.sent < HUGE:
+        sender.send(request, PIECE)
+
+
+@pytest.mark.parametrize("where", ["error-answer", "redirect-answer"])
+def test_a_huge_small_answer_is_refused_with_flat_memory(registry, tmp_path, where):
+    """Answers that should be a few hundred bytes (an error, a redirect) are read up to 1 MiB."""
+    store_module(registry.address, tmp_path / "blobs")
+    sender = Sender()
+
+    def huge_answer(request) -> bool:
+        if where == "error-answer" and request.path == "/v2/":
+            stream_huge(request, 404, sender)
+            return True
+        if where == "redirect-answer" and is_blob_get(request) and "followed" not in request.path:
+            stream_huge(request, 307, sender, {"Location": f"{request.path}?followed=1"})
+            return True
+        return False
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with RegistryProxy(registry.address, intercept=huge_answer) as proxy:
+        client = client_for(proxy.address)
+        tracemalloc.start()
+        try:
+            with pytest.raises(UserError) as refused:
+                if where == "error-answer":
+                    client.check_access()
+                else:
+                    pull_module(client, ImageReference(proxy.address, "mod", "v1"), out)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    print(f"\nhuge {where}: peak {peak / 2**20:.1f} MiB: {refused.value}")
+    assert "1 MiB" in str(refused.value)
+    assert peak < 4 * 2**20, peak
+    assert list(out.iterdir()) == []
+
+
 @pytest.mark.parametrize("extra", [64 * 2**20, -100], ids=["longer", "shorter"])
 def test_a_blob_of_the_wrong_size_is_refused_saying_size_and_never_read_far_past(registry, tmp_path, clean_env, extra):
     _, digest = store_module(registry.address, tmp_path / "blobs")
@@ -151,7 +196,7 @@ def test_a_registry_that_stalls_or_trickles_fails_within_60_s_naming_it(registry
     out.mkdir()
     with RegistryProxy(registry.address, intercept=misbehave) as proxy:
         done, seconds = timed(lambda: invoke("pull", f"{proxy.address}/mod:v1", "-o", str(out), env=clean_env,
-                                             timeout=150))
+                                             timeout=100))
     print(f"\n{misbehave.__name__}: failed after {seconds:.1f} s: {done.stderr.strip()}")
     assert done.returncode == 1 and one_line(done.stderr), done.stderr
     assert f"registry {proxy.address} stalled" in done.stderr
