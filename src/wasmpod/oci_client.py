@@ -266,10 +266,26 @@ class _StallGuard:
 
 
 class _GuardedConnectionMixin:
-    """urllib3 connections that put a `_StallGuard` on each response (from the moment the request
-    is sent: an upload's body is bounded by the socket time-out, as `sendall` has a total one)."""
+    """urllib3 connections with the same deadline on progress both ways: a request's body goes
+    out PROGRESS_BYTES at a time, each within PROGRESS_WINDOW, and each response gets a
+    `_StallGuard` once the request is sent. (urllib3 sends the body with the socket's time-out
+    set to the connect time-out, 5 s, and `sendall` makes that a total: a 4 MiB chunk on an
+    uplink under 1 MB/s would fail every time.)"""
 
     _stall_guard: _StallGuard | None = None
+
+    def send(self, data) -> None:  # type: ignore[no-untyped-def]
+        if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) <= PROGRESS_BYTES:
+            return super().send(data)
+        if self.sock is None:
+            self.connect()  # within the connect time-out, as http.client would
+        self.sock.settimeout(PROGRESS_WINDOW)
+        try:
+            view = memoryview(data)
+            for start in range(0, len(view), PROGRESS_BYTES):
+                super().send(view[start:start + PROGRESS_BYTES])
+        finally:
+            self.sock.settimeout(self.timeout)
 
     def getresponse(self):  # type: ignore[no-untyped-def]
         self._end_guard()

@@ -29,8 +29,9 @@ class RegistryProxy:
     binds 127.0.0.1."""
 
     def __init__(self, upstream: str | None, intercept: Intercept | None = None, rewrite: Rewrite | None = None,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", body_rate: float | None = None):
         self.upstream = upstream
+        self.body_rate = body_rate  # bytes a second at which request bodies are read: a slow link
         self.intercept = intercept or (lambda request: False)
         self.rewrite = rewrite or (lambda request, status, body: body)
         self.seen: list[tuple[str, str, dict[str, str]]] = []
@@ -46,7 +47,7 @@ class RegistryProxy:
             def forward(self):
                 proxy.seen.append((self.command, self.path, dict(self.headers.items())))
                 length = int(self.headers.get("Content-Length") or 0)
-                self.body = self.rfile.read(length) if length else None
+                self.body = proxy.read_body(self.rfile, length) if length else None
                 try:
                     if proxy.intercept(self):
                         self.close_connection = True
@@ -100,8 +101,23 @@ class RegistryProxy:
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = forward
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        if body_rate is not None:  # a small receive buffer: else the kernel would take megabytes at once
+            self.server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         self.address = f"{host}:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def read_body(self, stream, length: int) -> bytes:
+        if self.body_rate is None:
+            return stream.read(length)
+        pieces = []
+        while length > 0:
+            piece = stream.read(min(length, 64 * 1024))
+            if not piece:
+                break
+            pieces.append(piece)
+            length -= len(piece)
+            time.sleep(len(piece) / self.body_rate)
+        return b"".join(pieces)
 
     def __enter__(self) -> "RegistryProxy":
         self.thread.start()

@@ -16,9 +16,10 @@ import pytest
 from proxy import RegistryProxy, is_blob_get, is_manifest_get, timed
 from registries import WASM, invoke, one_line, store_module
 from testkit import ROOT
+from wasmpod.artifact import Provenance, compose_artifact
 from wasmpod.errors import UserError
 from wasmpod.oci_client import RegistryClient, Transport
-from wasmpod.push import pull_module
+from wasmpod.push import pull_module, push_artifact
 from wasmpod.reference import ImageReference
 
 HUGE = 200 * 2**20  # what the issue measured: a 200 MB manifest cost 600 MB of memory
@@ -229,3 +230,17 @@ def test_a_plain_title_names_the_pulled_file(registry, tmp_path, clean_env):
                   timeout=60)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "fractal module.wasm").read_bytes() == WASM
+
+
+def test_a_slow_link_still_carries_an_upload(registry, tmp_path):
+    """The proxy reads request bodies at 384 KiB/s: a 7.5 MiB module (sent in one request) takes
+    some 20 s to go out, with progress all along; the client must not give the whole body a
+    short total deadline (urllib3 sends it under the 5 s connect time-out)."""
+    module = tmp_path / "slow.wasm"
+    module.write_bytes(b"\0asm\1\0\0\0" + bytes(range(256)) * (15 * 2048))
+    artifact = compose_artifact(module, Provenance(version="1"))
+    with RegistryProxy(registry.address, body_rate=384 * 1024) as proxy:
+        pushed, seconds = timed(lambda: push_artifact(client_for(proxy.address), ImageReference(proxy.address, "slow", "v1"),
+                                                      artifact))
+    print(f"\n7.5 MiB through a 384 KiB/s link: pushed in {seconds:.1f} s")
+    assert pushed.digest == artifact.manifest_digest
