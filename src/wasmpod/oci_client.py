@@ -5,7 +5,8 @@ a bounded retry policy, time-outs, the auth scheme chosen from the registry's ch
 Bounds on everything a registry sends (a registry may be broken or hostile): every answer is
 streamed and read here with a cap (1 MiB for small answers, 4 MiB for a manifest, a blob's
 declared size), and every request has a deadline on progress (`_StallGuard`): headers within
-30 s, then 64 KiB of body per 30 s, else its socket is shut down and the transfer fails.
+30 s, then 64 KiB of body per 30 s, else its socket is shut down and the transfer fails. A
+request body goes out 64 KiB at a time, each piece within 30 s.
 
 ORAS-py's own retry sleeps 3+5+11+29+83 s on any error, its default `token` backend fails on a
 Basic challenge, and its `push()` writes a manifest Krustlet refuses; so we use its `Registry`
