@@ -427,11 +427,15 @@ class _BoundedRegistry(oras.provider.Registry):
         delay = 0.5
         while True:
             _StallGuard.forget()
+            started = time.monotonic()
             try:
                 response = once(self, url, method, data=data, headers=dict(headers or {}), json=json, stream=True)
             except requests.exceptions.RequestException as error:
                 if _StallGuard.fired_on_this_thread():  # never retried: each try would cost another 30 s
                     raise stalled(self.hostname) from None
+                # A failed attempt's own time counts against the budget: time-outs (a TLS handshake
+                # gets 5 s) must not each add their length to the back-off.
+                self.retry_left -= time.monotonic() - started
                 response = self._failed(error, delay)
             except ValueError:  # ORAS: a 401/403 without a challenge to answer
                 raise UserError(f"registry {self.hostname} refused access without saying how to authenticate") from None
@@ -467,7 +471,8 @@ class _BoundedRegistry(oras.provider.Registry):
             return None
         if isinstance(error, requests.exceptions.Timeout):
             if self.retry_left < delay:
-                raise UserError(f"registry {self.hostname} stopped answering (no reply within {READ_TIMEOUT:.0f} s)") from None
+                raise UserError(f"registry {self.hostname} stalled: it kept timing out through {RETRY_BUDGET:.0f} s of "
+                                "retries (it stopped answering or trickles); try again later") from None
             return None
         if isinstance(error, requests.exceptions.TooManyRedirects):
             raise UserError(f"registry {self.hostname} redirected more than {MAX_REDIRECTS} times: refused") from None

@@ -142,3 +142,40 @@ def timed(action: Callable[[], object]) -> tuple[object, float]:
     started = time.monotonic()
     result = action()
     return result, time.monotonic() - started
+
+
+class TrickleHandshake:
+    """A TCP port on 127.0.0.1 that answers a TLS ClientHello with the header of a 16 KiB record
+    and then one byte a second: a TLS server that trickles its handshake (below HTTP, so not a
+    `RegistryProxy`)."""
+
+    def __enter__(self) -> "TrickleHandshake":
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.stopping = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def _serve(self) -> None:
+        while True:  # every connection (a client may retry) gets the same treatment
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(connection,), daemon=True).start()
+
+    def _trickle(self, connection: socket.socket) -> None:
+        with connection:
+            try:
+                connection.recv(65536)  # the ClientHello
+                connection.sendall(b"\x16\x03\x03\x40\x00")  # a handshake record of 16 KiB follows...
+                while not self.stopping.wait(1.0):
+                    connection.sendall(b"\x00")  # ...one byte a second
+            except OSError:
+                return
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.listener.close()
