@@ -105,7 +105,8 @@ def pull_module(client: RegistryClient, source: ImageReference, output: Path | N
     layer = manifest["layers"][0]
     target = output if output is not None else Path.cwd()
     if target.is_dir():  # only then does the layer's title name the file
-        title = (layer.get("annotations") or {}).get("org.opencontainers.image.title")
+        annotations = layer.get("annotations")  # a hostile manifest may put anything here
+        title = annotations.get("org.opencontainers.image.title") if isinstance(annotations, dict) else None
         target = target / (_plain_file_name(title) if title is not None else f"{source.repository.rsplit('/', 1)[-1]}.wasm")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as handle:
