@@ -148,12 +148,12 @@ def store_artifact(address: str, repository: str, tag: str, layers: list[tuple[s
     client = RegistryClient(address, Transport.choose(address), credentials)
     workdir.mkdir(parents=True, exist_ok=True)
     descriptors = []
-    for index, (media_type, data, annotations) in enumerate([(CONFIG_MEDIA_TYPE, CONFIG_BYTES, None), *layers]):
+    for index, (media_type, data, layer_annotations) in enumerate([(CONFIG_MEDIA_TYPE, CONFIG_BYTES, None), *layers]):
         path = workdir / f"blob-{index}"
         path.write_bytes(data)
         blob = Blob(media_type, sha256_digest(data), len(data))
         client.upload_blob(repository, blob, path)
-        descriptors.append(blob.descriptor(annotations))
+        descriptors.append(blob.descriptor(layer_annotations))
     body = json.dumps({"schemaVersion": 2, "config": descriptors[0], "layers": descriptors[1:]}).encode()
     client.put_manifest(repository, tag, body)
     return body, [str(d["digest"]) for d in descriptors[1:]]
