@@ -1,8 +1,13 @@
-"""The OCI artifact Krustlet pulls, composed as bytes: pure, so its digest is known before upload.
+"""The OCI artifacts Krustlet and runwasi pull, composed as bytes: pure, so their digests are
+known before upload.
 
-wasm-to-oci's layout: an OCI image manifest whose body carries no `mediaType` (Krustlet's
+Krustlet: wasm-to-oci's layout, an OCI image manifest whose body carries no `mediaType` (Krustlet's
 oci-distribution 0.8 refuses `application/vnd.oci.image.manifest.v1+json` there), the two-byte
 `{}` config and exactly one wasm layer titled with the module's file name.
+
+runwasi (containerd's Wasm shims): the CNCF Wasm OCI artifact, the manifest WITH its `mediaType`,
+a `application/vnd.wasm.config.v0+json` config that reads as a platform (`architecture: wasm`,
+`os: wasip1`, `layerDigests`), and one `application/wasm` layer. Neither runtime runs the other's.
 """
 
 from __future__ import annotations
@@ -19,6 +24,16 @@ MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.wasm.config.v1+json"
 LAYER_MEDIA_TYPE = "application/vnd.wasm.content.layer.v1+wasm"
 CONFIG_BYTES = b"{}"
+# The CNCF Wasm OCI artifact (TAG Runtime), which runwasi's shims pull.
+WASM_OCI_CONFIG_MEDIA_TYPE = "application/vnd.wasm.config.v0+json"
+WASM_OCI_LAYER_MEDIA_TYPE = "application/wasm"
+# runwasi's own image builder's layer type: the shims accept it too.
+RUNWASI_COMPONENT_LAYER_MEDIA_TYPE = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"
+RUNWASI_LAYER_MEDIA_TYPES = (WASM_OCI_LAYER_MEDIA_TYPE, RUNWASI_COMPONENT_LAYER_MEDIA_TYPE)
+# `created` when neither SOURCE_DATE_EPOCH nor git gives a time: fixed, so the digest stays reproducible.
+UNKNOWN_CREATED = "1970-01-01T00:00:00Z"
+# A config blob larger than this is not a Wasm OCI config (it is a few hundred bytes).
+MAX_CONFIG_BYTES = 64 * 1024
 # Which build an artifact carries: the WebAssembly features its module uses beyond the MVP
 # (rustc's names, comma-separated). Without "simd128" it loads on Krustlet's wasmtime 0.30.
 WASM_FEATURES_ANNOTATION = "io.wasmpod.wasm.features"
@@ -61,6 +76,8 @@ class Artifact:
     layer: Blob
     config: Blob
     manifest: bytes
+    config_bytes: bytes = CONFIG_BYTES
+    runtime: str = "krustlet"  # whose layout: settings.KRUSTLET or settings.RUNWASI
 
     @property
     def manifest_digest(self) -> str:
@@ -99,6 +116,91 @@ def compose_artifact(module: Path, provenance: Provenance, layer_digest: str | N
         manifest["annotations"] = annotations
     body = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
     return Artifact(module=module, layer=layer, config=config, manifest=body)
+
+
+def compose_wasm_oci_artifact(module: Path, provenance: Provenance, layer_digest: str | None = None) -> Artifact:
+    """The CNCF Wasm OCI artifact runwasi pulls, for the same module and provenance: the manifest
+    carries its mediaType, the config is the spec's (a wasip1 core module: `component` null)."""
+    layer = Blob(WASM_OCI_LAYER_MEDIA_TYPE, layer_digest or file_digest(module), module.stat().st_size)
+    config_body = json.dumps({
+        "created": provenance.created or UNKNOWN_CREATED,
+        "author": None,
+        "architecture": "wasm",
+        "os": "wasip1",
+        "layerDigests": [layer.digest],
+        "component": None,
+    }, separators=(",", ":"), sort_keys=True).encode()
+    config = Blob(WASM_OCI_CONFIG_MEDIA_TYPE, sha256_digest(config_body), len(config_body))
+    manifest: dict[str, object] = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": config.descriptor(),
+        "layers": [layer.descriptor({"org.opencontainers.image.title": module.name})],
+        "annotations": provenance.annotations(),
+    }
+    body = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+    return Artifact(module=module, layer=layer, config=config, manifest=body, config_bytes=config_body, runtime="runwasi")
+
+
+def _json_object(body: bytes, what: str) -> dict:
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: a hostile "[[[[..." nested past the parser's depth
+        raise ValueError(f"the {what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"the {what} is not a JSON object")
+    return value
+
+
+def _check_descriptor(descriptor: object, what: str) -> dict:
+    """A descriptor's digest goes into a URL path and its size bounds the download: both must be sane."""
+    if not isinstance(descriptor, dict):
+        raise ValueError(f"the {what} descriptor is not a JSON object")
+    if not isinstance(descriptor.get("digest"), str) or not _SHA256.match(descriptor["digest"]):
+        raise ValueError(f"{what} digest {str(descriptor.get('digest'))[:100]!r} is not sha256:<64 hex digits>")
+    if type(descriptor.get("size")) is not int or descriptor["size"] < 0:
+        raise ValueError(f"{what} size {str(descriptor.get('size'))[:40]!r} is not a byte count")
+    return descriptor
+
+
+def check_runwasi_manifest(body: bytes) -> dict:
+    """The rules runwasi's shims (and the spec) hold a manifest to; raises ValueError naming the
+    broken one. The config is checked with `check_runwasi_config` once fetched."""
+    manifest = _json_object(body, "manifest")
+    if manifest.get("mediaType") != MANIFEST_MEDIA_TYPE:
+        raise ValueError(f"the manifest body's mediaType is {str(manifest.get('mediaType'))[:100]!r}, "
+                         f"not {MANIFEST_MEDIA_TYPE}")
+    config = _check_descriptor(manifest.get("config"), "config")
+    if config.get("mediaType") != WASM_OCI_CONFIG_MEDIA_TYPE:
+        raise ValueError(f"the config is of type {str(config.get('mediaType'))[:100]!r}, not {WASM_OCI_CONFIG_MEDIA_TYPE}")
+    if config["size"] > MAX_CONFIG_BYTES:
+        raise ValueError(f"the config declares {config['size']} bytes, more than a Wasm config holds")
+    layers = manifest.get("layers")
+    if not isinstance(layers, list) or len(layers) != 1:  # the spec's v0: exactly one layer
+        raise ValueError(f"the manifest has {len(layers) if isinstance(layers, list) else 'no list of'} layers, not one")
+    layer = _check_descriptor(layers[0], "layer")
+    if layer.get("mediaType") not in RUNWASI_LAYER_MEDIA_TYPES:
+        raise ValueError(f"a layer of type {str(layer.get('mediaType'))[:100]!r} is not one the shims run "
+                         f"({', '.join(RUNWASI_LAYER_MEDIA_TYPES)})")
+    return manifest
+
+
+def check_runwasi_config(body: bytes, manifest: dict) -> dict:
+    """The config as the shim reads it, a platform: `architecture: wasm`, and the spec's fields
+    agreeing with the manifest (`layerDigests` the layers' digests in order, `component` null for
+    wasip1)."""
+    config = _json_object(body, "config")
+    if config.get("architecture") != "wasm":
+        raise ValueError(f"the config's architecture is {str(config.get('architecture'))[:40]!r}, not 'wasm': "
+                         "the shim would not treat the image as Wasm")
+    if config.get("os") not in ("wasip1", "wasip2"):
+        raise ValueError(f"the config's os is {str(config.get('os'))[:40]!r}, not wasip1 or wasip2")
+    digests = [layer["digest"] for layer in manifest["layers"]]
+    if config.get("layerDigests") != digests:
+        raise ValueError(f"the config's layerDigests {str(config.get('layerDigests'))[:200]} are not the layers' {digests}")
+    if config["os"] == "wasip1" and config.get("component") is not None:
+        raise ValueError("the config describes a component, but os wasip1 is a core module")
+    return config
 
 
 def check_krustlet_manifest(body: bytes) -> dict:

@@ -17,7 +17,7 @@ from .errors import UserError
 from .localrun import env_prefix
 from .manifests import KINDS, EnvVar, check_dns_label, check_dns_subdomain, check_env_name
 from .project import Project
-from .settings import RegistrySettings
+from .settings import KRUSTLET, RUNTIMES, RegistrySettings
 
 REGISTRY_DEFAULTS: dict[str, Any] = {
     "address": None,  # None: the embedded local registry
@@ -47,7 +47,15 @@ DEPLOY_DEFAULTS: dict[str, Any] = {
     "out": None,
     "templates": "templates/k8s",
     "simd": False,  # deploy the SIMD build (tag suffix -simd): not for Krustlet's wasmtime 0.30
+    "runtime": KRUSTLET,  # krustlet | runwasi: the layout push writes and the manifests deploy renders
+    "runtime_class": "wasmtime-v1",  # runwasi: the Pod's runtimeClassName (KWasm's handler name)
+    "create_runtime_class": False,  # runwasi: also render the RuntimeClass object
+    "runtime_class_node_selector": {},  # runwasi: the RuntimeClass's scheduling.nodeSelector
 }
+# Mappings only a file sets: invoke cannot merge a file's mapping onto None, nor a list onto a mapping.
+FILE_ONLY_KEYS = ("env", "runtime_class_node_selector")
+# push takes this besides the runtimes: both layouts of one build, each under its own tag.
+ALL_RUNTIMES = "all"
 
 TARGETS = ("local", "kubectl")
 
@@ -59,9 +67,8 @@ def collection_defaults(repository: str, name: str) -> dict[str, dict[str, Any]]
     INVOKE_DEPLOY_REPLICAS=many; from None it passes the text on for us to check and name."""
     return {
         "registry": {**{key: None for key in REGISTRY_DEFAULTS}, "repository": repository},
-        # No env here: invoke cannot merge a file's list onto a mapping (nor a mapping onto None),
-        # so only a file sets it, and deploy_settings checks what it holds.
-        "deploy": {**{key: None for key in DEPLOY_DEFAULTS if key != "env"}, "name": name},
+        # No mappings here (FILE_ONLY_KEYS): only a file sets them, and deploy_settings checks what they hold.
+        "deploy": {**{key: None for key in DEPLOY_DEFAULTS if key not in FILE_ONLY_KEYS}, "name": name},
     }
 
 
@@ -158,6 +165,10 @@ class DeploySettings:
     out: Path | None
     templates: Path
     simd: bool = False
+    runtime: str = KRUSTLET
+    runtime_class: str = "wasmtime-v1"
+    create_runtime_class: bool = False
+    runtime_class_node_selector: tuple[tuple[str, str], ...] = ()
 
 
 def _env_value(value: Any, key: str) -> str:
@@ -209,6 +220,26 @@ def check_known_env(names: list[str], project: Project) -> None:
             raise UserError(f"{project.crate_name} does not read {name}: {hint}")
 
 
+def check_runtime(value: Any, allowed: tuple[str, ...] = RUNTIMES) -> str:
+    runtime = str(value).lower()
+    if runtime not in allowed:
+        raise UserError(f"--runtime (deploy.runtime) must be one of {', '.join(allowed)}, not {value!r}")
+    return runtime
+
+
+def push_runtimes(config: Any, flag: str | None) -> tuple[str, ...]:
+    """The layouts `push` writes: the flag, else deploy.runtime (so `push deploy` agree); `all`
+    pushes both, Krustlet's first."""
+    runtime = check_runtime(flag or _section(config, "deploy", DEPLOY_DEFAULTS)["runtime"], (*RUNTIMES, ALL_RUNTIMES))
+    return RUNTIMES if runtime == ALL_RUNTIMES else (runtime,)
+
+
+def _node_selector(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+        raise UserError("deploy.runtime_class_node_selector must map label names to quoted text values")
+    return tuple((str(k), v) for k, v in value.items())
+
+
 def deploy_settings(config: Any, flags: Mapping[str, Any], project: Project) -> DeploySettings:
     root = project.root
     section = _section(config, "deploy", DEPLOY_DEFAULTS)
@@ -252,4 +283,15 @@ def deploy_settings(config: Any, flags: Mapping[str, Any], project: Project) -> 
         out=Path(out) if out else None,
         templates=templates if templates.is_absolute() else root / templates,
         simd=_as_bool(values["simd"], "deploy.simd"),
+        runtime=_deploy_runtime(values["runtime"]),
+        runtime_class=check_dns_subdomain(str(values["runtime_class"]), "deploy.runtime_class"),
+        create_runtime_class=_as_bool(values["create_runtime_class"], "deploy.create_runtime_class"),
+        runtime_class_node_selector=_node_selector(values["runtime_class_node_selector"]),
     )
+
+
+def _deploy_runtime(value: Any) -> str:
+    if str(value).lower() == ALL_RUNTIMES:
+        raise UserError("deploy renders one runtime's manifests: give --runtime krustlet or --runtime runwasi "
+                        "(`all` is for push only)")
+    return check_runtime(value)

@@ -12,12 +12,12 @@ from .config import DeploySettings
 from .credentials import resolve_credentials
 from .errors import UserError
 from .local_node import DamagedState, LocalNode, WorkloadState
-from .manifests import GUEST_INPUT, GUEST_OUTPUT, PullSecret, Workload, render_manifests, volume_from
+from .manifests import GUEST_INPUT, GUEST_OUTPUT, PullSecret, RuntimeClass, Workload, render_manifests, volume_from
 from .oci_client import Transport
 from .project import Project
 from .push import connect
 from .reference import ImageReference
-from .settings import RegistrySettings
+from .settings import KRUSTLET, RUNWASI, RegistrySettings
 
 REDACTED = "<redacted: the pull secret is written with --out only>"
 
@@ -47,8 +47,10 @@ def _redact_line(line: str) -> str:
     return f'{key}.dockerconfigjson: "{REDACTED}"' if sep else line
 
 
-def image_reference(project: Project, registry: RegistrySettings, address: str, simd: bool) -> ImageReference:
-    return ImageReference(address, registry.repository, registry.tag_for(project.crate_version, simd))
+def image_reference(project: Project, registry: RegistrySettings, address: str, simd: bool,
+                    runtime: str = KRUSTLET) -> ImageReference:
+    """The image push wrote for this build and runtime layout."""
+    return ImageReference(address, registry.repository, registry.tag_for(project.crate_version, simd, runtime))
 
 
 def local_address(registry: RegistrySettings) -> str:
@@ -60,7 +62,9 @@ def render_deployment(project: Project, registry: RegistrySettings, settings: De
     """Everything before applying: the image (checked to exist in its registry, unless a dry run;
     pinned to the digest the registry holds with --pin), the pull Secret, the rendered and
     checked manifests."""
-    image = image_reference(project, registry, local_address(registry), settings.simd)
+    if settings.create_runtime_class and settings.runtime != RUNWASI:
+        raise UserError("--create-runtime-class is for --runtime runwasi: Krustlet's Pods select its nodes by label")
+    image = image_reference(project, registry, local_address(registry), settings.simd, settings.runtime)
     if settings.pin or not dry_run:
         if dry_run:
             # A dry run changes nothing: it asks the local registry but does not start it.
@@ -91,8 +95,14 @@ def render_deployment(project: Project, registry: RegistrySettings, settings: De
         replicas=settings.replicas,
         parallelism=settings.parallelism,
         completions=settings.completions,
+        runtime=settings.runtime,
+        runtime_class=settings.runtime_class,
     )
-    return Rendered(render_manifests(settings.templates, workload, secret), image)
+    runtime_class = None
+    if settings.create_runtime_class:
+        # KWasm's convention: the class is named after its handler, the shim's containerd runtime name.
+        runtime_class = RuntimeClass(settings.runtime_class, settings.runtime_class, settings.runtime_class_node_selector)
+    return Rendered(render_manifests(settings.templates, workload, secret, runtime_class), image)
 
 
 def write_files(rendered: Rendered, out: Path) -> list[Path]:

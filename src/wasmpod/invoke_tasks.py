@@ -92,16 +92,23 @@ def registry_settings_of(c, registry=None, repository=None, tag=None, plain_http
                                         "ca_file": ca_file, "local_port": port})
 
 
-@task(help={**REGISTRY_HELP, "simd": "push the SIMD build (tag suffix -simd)"})
+RUNTIME_HELP = ("krustlet (wasm-to-oci layout, tag v<version>) or runwasi (the CNCF Wasm OCI artifact, "
+                "tag suffix -runwasi); default deploy.runtime")
+
+
+@task(help={**REGISTRY_HELP, "simd": "push the SIMD build (tag suffix -simd)",
+            "runtime": RUNTIME_HELP + "; all: both, each under its tag"})
 def push(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None, json=False,
-         simd=False):
-    """Push the module as an OCI artifact in the layout Krustlet pulls; prints Pushed/Size/Digest."""
+         simd=False, runtime=None):
+    """Push the module as an OCI artifact in the layout its runtime pulls; prints Pushed/Size/Digest."""
     from .build import BuildRequest, build_module
+    from .config import push_runtimes
     from .push import push_module
 
     project = project_of(c)
     settings = registry_settings_of(c, registry, repository, tag, plain_http, insecure, ca_file, port)
-    pushed = push_module(project, build_module(project, BuildRequest(simd=simd)), settings, dict(os.environ))
+    runtimes = push_runtimes(c.config, runtime)
+    pushed = push_module(project, build_module(project, BuildRequest(simd=simd)), settings, dict(os.environ), runtimes)
     if json:
         print_json(pushed.as_json())
     else:
@@ -109,16 +116,18 @@ def push(c, registry=None, repository=None, tag=None, plain_http=False, insecure
 
 
 @task(auto_shortflags=True, help=_registry_help("plain_http", "insecure", "ca_file", "json",
-                          reference="REGISTRY/REPOSITORY[:TAG][@DIGEST]", output="file or directory to write"))
-def pull(c, reference, output=None, plain_http=False, insecure=False, ca_file=None, json=False):
+                          reference="REGISTRY/REPOSITORY[:TAG][@DIGEST]", output="file or directory to write",
+                          runtime="pull by krustlet's rules (default) or runwasi's"))
+def pull(c, reference, output=None, plain_http=False, insecure=False, ca_file=None, json=False, runtime=None):
     """Fetch a module by reference, verify its digests, and write it; prints Pulled/Size/Digest."""
+    from .config import check_runtime
     from .push import connect, pull_module
     from .reference import parse_reference
 
     source = parse_reference(reference)
     settings = registry_settings_of(c, source.registry, source.repository, None, plain_http, insecure, ca_file)
     client = connect(project_of(c).registry_dir, settings, dict(os.environ))
-    pulled = pull_module(client, source, Path(output) if output else None)
+    pulled = pull_module(client, source, Path(output) if output else None, check_runtime(runtime or "krustlet"))
     if json:
         print_json(pulled.as_json())
     else:
@@ -179,6 +188,9 @@ DEPLOY_HELP = {
     "parallelism": "Job pods running at once",
     "completions": "Job runs in all (more than 1: an Indexed Job)",
     "simd": "deploy the SIMD build (tag suffix -simd); Krustlet's wasmtime 0.30 cannot run it",
+    "runtime": "krustlet or runwasi: the image's layout (runwasi: tag suffix -runwasi) and the Pod's scheduling",
+    "runtime_class": "runwasi: the Pod's runtimeClassName (default wasmtime-v1)",
+    "create_runtime_class": "runwasi: also render the RuntimeClass (node.k8s.io/v1, handler = its name)",
 }
 
 
@@ -193,7 +205,8 @@ def deploy_settings_of(c, **flags):
 def deploy(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None,
            pin=False, pull_secret=None, create_pull_secret=False, input_dir=None, output_dir=None, kind=None,
            name=None, namespace=None, env=None, target=None, context=None, out=None, dry_run=False,
-           replicas=None, parallelism=None, completions=None, json=False, simd=False):
+           replicas=None, parallelism=None, completions=None, json=False, simd=False, runtime=None, runtime_class=None,
+           create_runtime_class=False):
     """Render the Pod (or Job, Deployment, pull Secret) and apply it: to the local node or with kubectl."""
     from .deploy import deploy_workload
 
@@ -202,7 +215,8 @@ def deploy(c, registry=None, repository=None, tag=None, plain_http=False, insecu
     settings = deploy_settings_of(c, pin=pin, pull_secret=pull_secret, create_pull_secret=create_pull_secret,
                                 input_dir=input_dir, output_dir=output_dir, kind=kind, name=name,
                                 namespace=namespace, env=env, target=target, context=context, out=out,
-                                replicas=replicas, parallelism=parallelism, completions=completions, simd=simd)
+                                replicas=replicas, parallelism=parallelism, completions=completions, simd=simd,
+                                runtime=runtime, runtime_class=runtime_class, create_runtime_class=create_runtime_class)
     report = deploy_workload(project, registry_settings, settings, dict(os.environ), dry_run=dry_run)
     if json and not dry_run:
         print_json(report.as_json())

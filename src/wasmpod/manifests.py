@@ -1,4 +1,5 @@
-"""Rendering the Krustlet manifests: pure functions from a workload description to YAML and objects.
+"""Rendering the manifests (Krustlet's or runwasi's): pure functions from a workload description to
+YAML and objects.
 
 Templates are Jinja2 with `StrictUndefined` (a missing value is an error, never an empty string),
 and every value reaches the YAML through the `q` filter (JSON quoting, which YAML reads back as
@@ -19,6 +20,7 @@ from .reference import parse_reference
 KINDS = ("pod", "job", "deployment")
 TEMPLATE_OF_KIND = {"pod": "pod.yaml.j2", "job": "job.yaml.j2", "deployment": "deployment.yaml.j2"}
 PULL_SECRET_TEMPLATE = "pull-secret.yaml.j2"
+RUNTIME_CLASS_TEMPLATE = "runtime-class.yaml.j2"
 GUEST_INPUT = "/input_dir"
 GUEST_OUTPUT = "/output_dir"
 # Volume kinds Krustlet can mount; it fails a Pod with any other (notably emptyDir).
@@ -78,12 +80,29 @@ class Workload:
     parallelism: int = 2
     completions: int = 1
     backoff_limit: int = 2
+    # "krustlet" (nodeSelector and tolerations; argv in `args`) or "runwasi" (runtimeClassName;
+    # `command` names the module file, `args` the rest), as settings.KRUSTLET / RUNWASI.
+    runtime: str = "krustlet"
+    runtime_class: str = "wasmtime-v1"
 
     @property
     def argv(self) -> list[str]:
-        """`args`: the program name, its flags, then the guest paths the volumes are mounted at."""
+        """The module's argv: the program name, its flags, then the guest paths the volumes are
+        mounted at. runwasi's argv[0] is the module's file name (`command`), the artifact having
+        no entrypoint."""
         once = ["--once"] if self.kind == "job" and "--once" not in self.core_flags else []
-        return [self.program, *once, *self.core_flags, GUEST_INPUT, GUEST_OUTPUT]
+        first = f"{self.program}.wasm" if self.runtime == "runwasi" else self.program
+        return [first, *once, *self.core_flags, GUEST_INPUT, GUEST_OUTPUT]
+
+    @property
+    def command(self) -> list[str]:
+        """runwasi's `command`: the module's file name (its layer's title). Krustlet ignores it."""
+        return self.argv[:1] if self.runtime == "runwasi" else []
+
+    @property
+    def args(self) -> list[str]:
+        """`args`: Krustlet hands them over verbatim as argv; runwasi appends them to `command`."""
+        return self.argv[1:] if self.runtime == "runwasi" else self.argv
 
     @property
     def restart_policy(self) -> str:
@@ -115,6 +134,16 @@ class PullSecret:
         auth = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
         config = {"auths": {self.registry: {"username": self.username, "password": self.password, "auth": auth}}}
         return base64.b64encode(json.dumps(config, separators=(",", ":")).encode()).decode()
+
+
+@dataclass(frozen=True)
+class RuntimeClass:
+    """node.k8s.io/v1 RuntimeClass: `handler` is the containerd runtime name on the nodes (KWasm's
+    installer names it after the shim, `wasmtime-v1`); `node_selector` is merged into each Pod's."""
+
+    name: str
+    handler: str
+    node_selector: tuple[tuple[str, str], ...] = ()
 
 
 def check_dns_label(value: str, what: str) -> str:
@@ -197,13 +226,18 @@ def template_environment(templates: Path):
     return environment
 
 
-def render_documents(templates: Path, workload: Workload, pull_secret: PullSecret | None) -> list[tuple[str, str]]:
-    """(file name, YAML text) for each object: the pull Secret first, then the workload."""
+def render_documents(templates: Path, workload: Workload, pull_secret: PullSecret | None,
+                     runtime_class: RuntimeClass | None = None) -> list[tuple[str, str]]:
+    """(file name, YAML text) for each object: the RuntimeClass and the pull Secret first, then
+    the workload."""
     import jinja2
 
     environment = template_environment(templates)
     rendered = []
     try:
+        if runtime_class is not None:
+            text = environment.get_template(RUNTIME_CLASS_TEMPLATE).render(r=runtime_class)
+            rendered.append((f"{runtime_class.name}.runtimeclass.yaml", text))
         if pull_secret is not None:
             text = environment.get_template(PULL_SECRET_TEMPLATE).render(s=pull_secret)
             rendered.append((f"{pull_secret.name}.secret.yaml", text))
@@ -269,9 +303,10 @@ def validate_schema(objects: list[dict], kubernetes_version: str) -> None:
                             f"{kubernetes_version} schema at {path}: {error.message}") from None
 
 
-def render_manifests(templates: Path, workload: Workload, pull_secret: PullSecret | None = None) -> list[tuple[str, str, dict]]:
+def render_manifests(templates: Path, workload: Workload, pull_secret: PullSecret | None = None,
+                     runtime_class: RuntimeClass | None = None) -> list[tuple[str, str, dict]]:
     """Renders, parses and checks: (file name, YAML text, object) for each manifest."""
-    rendered = render_documents(templates, workload, pull_secret)
+    rendered = render_documents(templates, workload, pull_secret, runtime_class)
     objects = parse_documents(rendered)
     check_objects(objects)
     return [(name, text, obj) for (name, text), obj in zip(rendered, objects)]

@@ -1,14 +1,17 @@
-"""`push` and `pull`: the module as a Krustlet-pullable OCI artifact, verified by reading it back."""
+"""`push` and `pull`: the module as an OCI artifact in the layout its runtime pulls (Krustlet's or
+runwasi's), verified by reading it back."""
 
 from __future__ import annotations
 
+import io
 import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
-from .artifact import CONFIG_BYTES, Artifact, check_krustlet_manifest, compose_artifact, provenance_from_git, sha256_digest
+from .artifact import (Artifact, check_krustlet_manifest, check_runwasi_config, check_runwasi_manifest, compose_artifact,
+                       compose_wasm_oci_artifact, provenance_from_git, sha256_digest)
 from .build import BuiltModule, wasm_features
 from .credentials import Credentials, resolve_credentials
 from .errors import UserError
@@ -16,7 +19,7 @@ from .local_registry import LocalRegistry
 from .oci_client import BlobMismatch, ProgressCallback, RegistryClient, Transport
 from .project import Project
 from .reference import ImageReference
-from .settings import RegistrySettings
+from .settings import KRUSTLET, RUNWASI, RegistrySettings
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class Transfer:
     digest: str
     blobs_uploaded: int = 0
     path: Path | None = None
+    runtime: str = KRUSTLET  # whose layout
+    layer_digest: str = ""  # the module's, checked: the local node keys its compiled cache by it
 
     def lines(self) -> list[str]:
         return [f"{self.verb}: {self.reference}", f"Size: {self.size}", f"Digest: {self.digest}"]
@@ -36,7 +41,7 @@ class Transfer:
     def as_json(self) -> dict[str, object]:
         described: dict[str, object] = {
             "reference": str(self.reference), "pinned": str(self.reference.with_digest(self.digest)),
-            "size": self.size, "digest": self.digest,
+            "size": self.size, "digest": self.digest, "runtime": self.runtime,
         }
         if self.verb == "Pushed":
             described["blobs_uploaded"] = self.blobs_uploaded
@@ -66,7 +71,7 @@ def push_artifact(client: RegistryClient, target: ImageReference, artifact: Arti
     client.check_access()
     with tempfile.TemporaryDirectory(prefix="wasmpod-push-") as scratch:
         config_path = Path(scratch) / "config.json"
-        config_path.write_bytes(CONFIG_BYTES)
+        config_path.write_bytes(artifact.config_bytes)
         uploaded = int(client.upload_blob(repository, artifact.config, config_path))
     uploaded += int(client.upload_blob(repository, artifact.layer, artifact.module, on_progress))
     stored_digest = client.put_manifest(repository, target.tag, artifact.manifest)
@@ -75,7 +80,8 @@ def push_artifact(client: RegistryClient, target: ImageReference, artifact: Arti
         raise UserError(f"registry {client.registry} stored the manifest as {stored_digest}, not {expected}: "
                         "something between us and it changed the bytes")
     _verify(client, target, artifact)
-    return Transfer("Pushed", target, artifact.layer.size, expected, blobs_uploaded=uploaded)
+    return Transfer("Pushed", target, artifact.layer.size, expected, blobs_uploaded=uploaded, runtime=artifact.runtime,
+                    layer_digest=artifact.layer.digest)
 
 
 def _verify(client: RegistryClient, target: ImageReference, artifact: Artifact) -> None:
@@ -89,9 +95,11 @@ def _verify(client: RegistryClient, target: ImageReference, artifact: Artifact) 
         raise UserError(f"reading the module layer back: {error}: the upload was damaged; push again") from None
 
 
-def pull_module(client: RegistryClient, source: ImageReference, output: Path | None) -> Transfer:
-    """Fetches a module as Krustlet would (its manifest rules, then `layers[0]`) and verifies
-    both digests; the file appears only complete."""
+def pull_module(client: RegistryClient, source: ImageReference, output: Path | None,
+                runtime: str = KRUSTLET) -> Transfer:
+    """Fetches a module as its runtime would and verifies every digest; the file appears only
+    complete. Krustlet: its manifest rules, then `layers[0]`. runwasi: the shim's rules for the
+    manifest and for the config it reads as a platform, then the one layer."""
     body, reported = client.get_manifest(source.repository, source.reference)
     digest = sha256_digest(body)
     if source.digest and digest != source.digest:
@@ -99,9 +107,14 @@ def pull_module(client: RegistryClient, source: ImageReference, output: Path | N
     if reported and reported != digest:
         raise UserError(f"the registry reports digest {reported} for a manifest whose bytes hash to {digest}")
     try:
-        manifest = check_krustlet_manifest(body)
+        if runtime == RUNWASI:
+            manifest = check_runwasi_manifest(body)
+            check_runwasi_config(_fetch_config(client, source, manifest["config"]), manifest)
+        else:
+            manifest = check_krustlet_manifest(body)
     except ValueError as error:
-        raise UserError(f"{source} is not a module Krustlet would run: {error}") from None
+        who = "runwasi's shims" if runtime == RUNWASI else "Krustlet"
+        raise UserError(f"{source} is not a module {who} would run: {error}") from None
     layer = manifest["layers"][0]
     target = output if output is not None else Path.cwd()
     if target.is_dir():  # only then does the layer's title name the file
@@ -120,7 +133,17 @@ def pull_module(client: RegistryClient, source: ImageReference, output: Path | N
             temp.unlink(missing_ok=True)
             raise
     temp.replace(target)
-    return Transfer("Pulled", source, layer["size"], digest, path=target)
+    return Transfer("Pulled", source, layer["size"], digest, path=target, runtime=runtime, layer_digest=layer["digest"])
+
+
+def _fetch_config(client: RegistryClient, source: ImageReference, descriptor: dict) -> bytes:
+    """The config blob, its size bounded by the manifest's check and its digest verified."""
+    into = io.BytesIO()
+    try:
+        client.download_blob(source.repository, descriptor["digest"], descriptor["size"], into)
+    except BlobMismatch as error:
+        raise UserError(f"the config of {source}: {error}") from None
+    return into.getvalue()
 
 
 def _plain_file_name(title: object) -> str:
@@ -170,11 +193,40 @@ def connect(registry_dir: Path | None, settings: RegistrySettings, environ: dict
     return RegistryClient(address, transport, credentials or None)
 
 
-def push_module(project: Project, module: BuiltModule, settings: RegistrySettings, environ: dict[str, str]) -> Transfer:
-    """`invoke push`: the built module to the settings' registry, tagged v<crate version> by default."""
+@dataclass(frozen=True)
+class PushReport:
+    """One push: an artifact per runtime layout asked for (Krustlet's first)."""
+
+    pushed: tuple[Transfer, ...]
+
+    def lines(self) -> list[str]:
+        if len(self.pushed) == 1:
+            return self.pushed[0].lines()  # wasm-to-oci's three lines, as before
+        return [f"{line} ({transfer.runtime})" if line.startswith("Digest:") else line
+                for transfer in self.pushed for line in transfer.lines()]
+
+    def as_json(self) -> dict[str, object]:
+        if len(self.pushed) == 1:
+            return self.pushed[0].as_json()
+        return {"pushed": [transfer.as_json() for transfer in self.pushed],
+                **{f"{transfer.runtime}_digest": transfer.digest for transfer in self.pushed}}
+
+
+COMPOSERS = {KRUSTLET: compose_artifact, RUNWASI: compose_wasm_oci_artifact}
+
+
+def push_module(project: Project, module: BuiltModule, settings: RegistrySettings, environ: dict[str, str],
+                runtimes: tuple[str, ...] = (KRUSTLET,)) -> PushReport:
+    """`invoke push`: the built module to the settings' registry in each runtime's layout, each
+    under its own tag (v<crate version>[-simd][-runwasi] by default). The layer blob is shared,
+    so a second layout uploads only its config and manifest."""
     client = connect(project.registry_dir, settings, environ)
-    target = ImageReference(client.registry, settings.repository, settings.tag_for(project.crate_version, module.simd))
     provenance = replace(provenance_from_git(project.root, project.crate_version, environ),
                          wasm_features=",".join(wasm_features(module.simd)))
-    artifact = compose_artifact(module.path, provenance, layer_digest=f"sha256:{module.sha256}")
-    return push_artifact(client, target, artifact, terminal_progress(f"uploading {module.path.name}"))
+    pushed = []
+    for runtime in runtimes:
+        target = ImageReference(client.registry, settings.repository,
+                                settings.tag_for(project.crate_version, module.simd, runtime))
+        artifact = COMPOSERS[runtime](module.path, provenance, layer_digest=f"sha256:{module.sha256}")
+        pushed.append(push_artifact(client, target, artifact, terminal_progress(f"uploading {module.path.name}")))
+    return PushReport(tuple(pushed))

@@ -10,6 +10,11 @@ from .reference import check_registry, check_repository, check_tag
 
 
 SIMD_TAG_SUFFIX = "-simd"
+# The runtimes a module is pushed and deployed for; each pulls its own layout (artifact.py).
+KRUSTLET, RUNWASI = "krustlet", "runwasi"
+RUNTIMES = (KRUSTLET, RUNWASI)
+# The runwasi layout's tag carries this after the build's: v0.2.0-runwasi, v0.2.0-simd-runwasi.
+RUNWASI_TAG_SUFFIX = "-runwasi"
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,11 @@ class RegistrySettings:
         if self.insecure and self.ca_file:
             raise UserError("--insecure skips TLS verification, so --ca-file would be ignored: give one of them")
 
-    def tag_for(self, crate_version: str, simd: bool = False) -> str:
-        """The tag: given, or v<crate version>; a SIMD build's carries `-simd`, so the two builds
-        of one version never overwrite each other."""
+    def tag_for(self, crate_version: str, simd: bool = False, runtime: str = KRUSTLET) -> str:
+        """The tag: given, or v<crate version>; a SIMD build's carries `-simd`, and the runwasi
+        layout's then `-runwasi` (build first, layout last), so no build or layout of one version
+        overwrites another. Krustlet's layout keeps today's tags."""
         tag = self.tag or f"v{crate_version}"
-        return f"{tag}{SIMD_TAG_SUFFIX}" if simd and not tag.endswith(SIMD_TAG_SUFFIX) else tag
+        if simd and not tag.endswith((SIMD_TAG_SUFFIX, SIMD_TAG_SUFFIX + RUNWASI_TAG_SUFFIX)):
+            tag += SIMD_TAG_SUFFIX
+        return tag + RUNWASI_TAG_SUFFIX if runtime == RUNWASI and not tag.endswith(RUNWASI_TAG_SUFFIX) else tag
