@@ -1,18 +1,27 @@
-"""The embedded local node: does with a rendered Pod, Job or Deployment what Krustlet would.
+"""The embedded local node: does with a rendered Pod, Job or Deployment what Krustlet would, or,
+for a Pod with a `runtimeClassName`, what containerd's wasmtime shim (runwasi) would.
 
 It pulls the module named by the image reference (with the credentials of the Pod's pull
 secret, Krustlet's way: `username` and `password` under the registry exactly as written), mounts
 each hostPath volume at its mountPath (a WASI preopen), passes `args` as argv and `env`, and runs
 the module in wasmtime in a background process, one per workload, under `.cache/node/`.
 
+runwasi's way differs in four places: the pull follows the shim's rules (the CNCF Wasm OCI
+artifact), argv is `command` then `args`, the module's `/` is a root holding only its mount points
+(preopened at `/`, each mount preopened at its own absolute path, which wins as the longer
+prefix), and compiled modules are kept in `.cache/node/.compiled`, keyed by the layer's digest
+and the engine, so a module the node has run before starts without compiling.
+
     .cache/node/<namespace>/<name>/
         workload.json   what to run: a `NodeWorkload` (argv, env, preopens, how many instances)
         module.wasm     the pulled module
         runner.json     the background runner: a `ProcessIdentity` (pid, start time, command)
         status.json     a `RunnerStatus`: phase and each instance's state, kept current by the runner
+        rootfs/         runwasi only: the module's `/`, holding only the mount points
         runner.log      the runner's own output
         instance-N.out, instance-N.err   each instance's stdout and stderr (of its current run)
     .cache/node/<namespace>/.<name>.lock   flock: deploy and undeploy exclusive, status and logs shared
+    .cache/node/.compiled/<key>.cwasm       runwasi: compiled modules (localrun.compiled_module_file)
 
 This module is the only one that reads or writes these files; each is checked when read, and a
 damaged one is one line naming it. The runner is signalled only after its identity is checked.
@@ -33,8 +42,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .atomic_files import write_atomically
@@ -43,6 +52,7 @@ from .localrun import STOPPED, WasiRun, env_prefix, remove_instance_leftovers, r
 from .manifests import pod_specs
 from .processes import ProcessIdentity, find_processes
 from .reference import parse_reference
+from .settings import KRUSTLET, RUNTIMES, RUNWASI
 
 STOP_TIMEOUT = 15.0
 # How long deploy waits for every instance to print its first line (the banner, before its first scan).
@@ -67,6 +77,8 @@ class NodeWorkload:
     instances: int  # replicas, parallel Job pods, or 1
     completions: int  # Job: how many successful runs finish it; else 0
     restart: bool  # restartPolicy Always: an instance that ends is started again
+    runtime: str = KRUSTLET  # RUNWASI when the Pod names a runtimeClassName
+    layer_digest: str = ""  # the pulled module's (checked): the compiled cache's key
 
 
 def workload_from_objects(objects: list[dict]) -> tuple[NodeWorkload, dict[str, dict]]:
@@ -78,6 +90,7 @@ def workload_from_objects(objects: list[dict]) -> tuple[NodeWorkload, dict[str, 
     obj = workloads[0]
     spec = pod_specs(obj)[0]
     container = spec["containers"][0]
+    runtime = RUNWASI if spec.get("runtimeClassName") else KRUSTLET
     mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts") or []}
     preopens = []
     create_dirs: list[str] = []
@@ -107,13 +120,15 @@ def workload_from_objects(objects: list[dict]) -> tuple[NodeWorkload, dict[str, 
         name=obj["metadata"]["name"],
         namespace=obj["metadata"].get("namespace", "default"),
         image=container["image"],
-        argv=list(container.get("args") or []),
+        # Krustlet ignores `command`; runwasi's argv is command (the module's name) then args.
+        argv=[*(container.get("command") or [] if runtime == RUNWASI else []), *(container.get("args") or [])],
         env={e["name"]: str(e.get("value", "")) for e in container.get("env") or []},
         preopens=preopens,
         create_dirs=create_dirs,
         instances=instances,
         completions=completions,
         restart=spec.get("restartPolicy", "Always") == "Always",
+        runtime=runtime,
     )
     return workload, secrets
 
@@ -212,7 +227,8 @@ WORKLOAD_FIELDS: dict[str, Callable[[Any], bool]] = {
     "namespace": lambda v: isinstance(v, str), "image": lambda v: isinstance(v, str), "argv": _is_texts,
     "env": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
     "preopens": lambda v: isinstance(v, list) and all(_is_texts(p) and len(p) == 2 for p in v),
-    "create_dirs": _is_texts, "instances": _is_int, "completions": _is_int, "restart": lambda v: type(v) is bool}
+    "create_dirs": _is_texts, "instances": _is_int, "completions": _is_int, "restart": lambda v: type(v) is bool,
+    "runtime": lambda v: v in RUNTIMES, "layer_digest": lambda v: isinstance(v, str)}
 
 
 def _workload_from_json(data: object) -> NodeWorkload:
@@ -286,6 +302,7 @@ class WorkloadFiles:
         self.runner_file = directory / "runner.json"
         self.status_file = directory / "status.json"
         self.module = directory / "module.wasm"
+        self.rootfs = directory / "rootfs"
 
     def exists(self) -> bool:
         return self.directory.is_dir()
@@ -361,6 +378,11 @@ class LocalNode:
     def __init__(self, state_dir: Path):
         self.state_dir = state_dir
 
+    @property
+    def compiled_cache(self) -> Path:
+        """runwasi's compiled modules, shared by every workload (a dot name: never a namespace)."""
+        return compiled_cache_of(self.state_dir)
+
     def workload_dir(self, namespace: str, name: str) -> Path:
         return self.state_dir / namespace / name
 
@@ -407,7 +429,9 @@ class LocalNode:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.state_dir, prefix=".pull-") as staging:
             try:
-                pulled = pull_module(client, reference, Path(staging) / "module.wasm").path
+                pulled_module = pull_module(client, reference, Path(staging) / "module.wasm", workload.runtime)
+                pulled = pulled_module.path
+                workload = replace(workload, layer_digest=pulled_module.layer_digest)
             except CredentialsRequired:
                 raise UserError(f"{reference.registry} asks for credentials and the node pulls with the Pod's pull "
                                 "secret only (as Krustlet does): deploy with --pull-secret NAME "
@@ -416,6 +440,8 @@ class LocalNode:
                 self._remove(files)
                 files.directory.mkdir(parents=True)
                 pulled.replace(files.module)
+                if workload.runtime == RUNWASI:
+                    make_root(files.rootfs, [guest for _host, guest in workload.preopens])
                 files.write_workload(workload)
                 files.write_status(RunnerStatus("Pending"))
                 with (files.directory / "runner.log").open("ab") as log:
@@ -527,6 +553,36 @@ class LocalNode:
         return True
 
 
+def compiled_cache_of(state_dir: Path) -> Path:
+    return state_dir / ".compiled"
+
+
+def make_root(rootfs: Path, mount_paths: list[str]) -> None:
+    """The module's `/` on runwasi: an empty directory holding only the mount points, as a
+    container's root holds its mounts (wasmtime follows no symlink out of a preopen, and a bind
+    mount needs root, so the mounts themselves are preopened at their paths beside it)."""
+    rootfs.mkdir()
+    for guest in mount_paths:
+        parts = PurePosixPath(guest).parts
+        if not PurePosixPath(guest).is_absolute() or ".." in parts:
+            raise UserError(f"mountPath {guest!r} must be an absolute path without '..'")
+        rootfs.joinpath(*parts[1:]).mkdir(parents=True, exist_ok=True)
+
+
+def module_preopens(workload: NodeWorkload, files: WorkloadFiles) -> tuple[tuple[Path, str], ...]:
+    """Krustlet: each mount at its mountPath. runwasi: `/` (the root of mount points) and each
+    mount at its absolute path; WASI libc resolves a path by its longest preopened prefix, so
+    `/output_dir/x` reaches the mount and `/x` the otherwise empty root."""
+    mounts = tuple((Path(host), guest) for host, guest in workload.preopens)
+    return ((files.rootfs, "/"), *mounts) if workload.runtime == RUNWASI else mounts
+
+
+def program_name(argv0: str) -> str:
+    """The workload's name in its argv[0]: runwasi's is the module's file (`fractalify.wasm`,
+    optionally `#function`)."""
+    return argv0.split("#", 1)[0].removesuffix(".wasm")
+
+
 def instance_id(workload: NodeWorkload, index: int) -> str:
     return f"{workload.name}-{index}"
 
@@ -540,7 +596,8 @@ def run_workload(directory: Path) -> int:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     lock = threading.Lock()
     instances = [InstanceStatus(i) for i in range(max(workload.completions, workload.instances))]
-    prefix = env_prefix(workload.argv[0] if workload.argv else workload.name)
+    prefix = env_prefix(program_name(workload.argv[0]) if workload.argv else workload.name)
+    compiled_cache = compiled_cache_of(directory.parent.parent) if workload.runtime == RUNWASI else None
     phase = "Running"
 
     def publish(**changes: Any) -> None:
@@ -560,8 +617,9 @@ def run_workload(directory: Path) -> int:
             env["JOB_COMPLETION_INDEX"] = str(index)
         out, err = files.stdout(index), files.stderr(index)
         # Two files: wasmtime opens each path itself, so one shared file would be overwritten.
-        run = WasiRun(files.module, tuple(workload.argv), tuple((Path(h), g) for h, g in workload.preopens),
-                      tuple(sorted(env.items())), stdout=out, stderr=err)
+        run = WasiRun(files.module, tuple(workload.argv), module_preopens(workload, files),
+                      tuple(sorted(env.items())), stdout=out, stderr=err, compiled_cache=compiled_cache,
+                      layer_digest=workload.layer_digest)
 
         def watch() -> None:
             if not instances[index].started and _has_first_line(out):
@@ -578,6 +636,9 @@ def run_workload(directory: Path) -> int:
             try:
                 result = run_wasi(run, stopping, watch)
                 status, trap = result.status, result.trap
+                if result.from_cache is not None:
+                    print(f"instance {index}: module {'from the compiled cache' if result.from_cache else 'compiled and cached'}"
+                          f" ({workload.layer_digest[:19]})", flush=True)
             except UserError as error:
                 with err.open("a") as log:
                     log.write(f"local node: {error}\n")

@@ -34,6 +34,10 @@ class WasiRun:
     # None: the module writes to this process's own stdout/stderr.
     stdout: Path | None = None
     stderr: Path | None = None
+    # runwasi's way: compiled modules kept in this directory, keyed by the layer's digest and the
+    # engine's version and settings (see `compiled_module_file`). None: wasmtime's own cache.
+    compiled_cache: Path | None = None
+    layer_digest: str = ""
 
 
 @dataclass
@@ -41,6 +45,50 @@ class RunResult:
     status: int
     # Why the module ended abnormally (a trap), or None.
     trap: str | None = field(default=None)
+    # With a compiled cache: whether the module came from it (True) or was compiled (False).
+    from_cache: bool | None = None
+
+
+# The engine's settings the runwasi path compiles with, part of the cache key: code compiled with
+# other settings (or by another wasmtime) must not be loaded. wasmtime's default Config, its own
+# cache off (this cache replaces it, as the wasmtime shim's replaces it with containerd's content store).
+RUNWASI_ENGINE_SETTINGS = "wasmtime.Config() defaults; cache off"
+
+
+def wasmtime_version() -> str:
+    from importlib.metadata import version
+
+    return version("wasmtime")
+
+
+def compiled_module_file(cache: Path, layer_digest: str) -> Path:
+    """Where the compiled code of the layer `layer_digest` lives for this engine."""
+    import hashlib
+
+    key = hashlib.sha256(f"{layer_digest}\n{wasmtime_version()}\n{RUNWASI_ENGINE_SETTINGS}".encode()).hexdigest()
+    return cache / f"{key}.cwasm"
+
+
+def _load_module(engine, run: WasiRun):
+    """The module, compiled or (runwasi's way) from the compiled cache; and whether it came from it."""
+    import wasmtime
+
+    if run.compiled_cache is None:
+        return wasmtime.Module.from_file(engine, str(run.module)), None
+    compiled = compiled_module_file(run.compiled_cache, run.layer_digest)
+    if compiled.exists():
+        try:
+            # Loads machine code without checks: only this node's own cache directory (mode 0700)
+            # is read, and the key names the engine that wrote it.
+            return wasmtime.Module.deserialize_file(engine, str(compiled)), True
+        except wasmtime.WasmtimeError:
+            pass  # damaged, or written by an engine the key did not tell apart: compile again
+    module = wasmtime.Module.from_file(engine, str(run.module))
+    run.compiled_cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temp = compiled.with_name(f".{compiled.name}.{os.getpid()}.tmp")  # instances may compile at once
+    temp.write_bytes(module.serialize())
+    temp.replace(compiled)
+    return module, False
 
 
 def run_wasi(run: WasiRun, stop: threading.Event | None = None,
@@ -76,10 +124,11 @@ def _run_here(run: WasiRun) -> RunResult:
         if not host.is_dir():
             raise UserError(f"{host} is not a directory: create it or pass an existing one")
     config = wasmtime.Config()
-    config.cache = True  # wasmtime's compiled-code cache makes the second start fast
+    if run.compiled_cache is None:
+        config.cache = True  # wasmtime's compiled-code cache makes the second start fast (runwasi's path keeps its own)
     engine = wasmtime.Engine(config)
     try:
-        module = wasmtime.Module.from_file(engine, str(run.module))
+        module, from_cache = _load_module(engine, run)
     except (wasmtime.WasmtimeError, OSError) as error:
         raise UserError(f"cannot load {run.module}: {str(error).splitlines()[0]}") from None
     linker = wasmtime.Linker(engine)
@@ -102,13 +151,13 @@ def _run_here(run: WasiRun) -> RunResult:
     try:
         instance = linker.instantiate(store, module)
         instance.exports(store)["_start"](store)
-        return RunResult(0)
+        return RunResult(0, from_cache=from_cache)
     except wasmtime.ExitTrap as exit_trap:
-        return RunResult(exit_trap.code)
+        return RunResult(exit_trap.code, from_cache=from_cache)
     except wasmtime.Trap as trap:
-        return RunResult(1, trap=str(trap).splitlines()[0])
+        return RunResult(1, trap=str(trap).splitlines()[0], from_cache=from_cache)
     except wasmtime.WasmtimeError as error:
-        return RunResult(1, trap=str(error).splitlines()[0])
+        return RunResult(1, trap=str(error).splitlines()[0], from_cache=from_cache)
 
 
 class WasiProcess:
@@ -149,7 +198,7 @@ class WasiProcess:
             outcome = {"status": STOPPED if status < 0 else status, "trap": None, "error": None}
         if outcome["error"]:
             raise UserError(outcome["error"])
-        return RunResult(outcome["status"], trap=outcome["trap"])
+        return RunResult(outcome["status"], trap=outcome["trap"], from_cache=outcome.get("from_cache"))
 
     def stop(self) -> RunResult:
         """Ends the run at once (the module keeps no state a kill could corrupt: its outputs
@@ -163,7 +212,8 @@ class WasiProcess:
 def _run_as_json(run: WasiRun) -> dict[str, object]:
     return {"module": str(run.module), "argv": list(run.argv), "preopens": [[str(h), g] for h, g in run.preopens],
             "env": [list(pair) for pair in run.env], "stdout": str(run.stdout) if run.stdout else None,
-            "stderr": str(run.stderr) if run.stderr else None}
+            "stderr": str(run.stderr) if run.stderr else None,
+            "compiled_cache": str(run.compiled_cache) if run.compiled_cache else None, "layer_digest": run.layer_digest}
 
 
 def _run_from_json(data: dict) -> WasiRun:
@@ -171,7 +221,8 @@ def _run_from_json(data: dict) -> WasiRun:
         return Path(value) if value else None
 
     return WasiRun(Path(data["module"]), tuple(data["argv"]), tuple((Path(h), g) for h, g in data["preopens"]),
-                   tuple((k, v) for k, v in data["env"]), optional_path(data["stdout"]), optional_path(data["stderr"]))
+                   tuple((k, v) for k, v in data["env"]), optional_path(data["stdout"]), optional_path(data["stderr"]),
+                   optional_path(data["compiled_cache"]), data["layer_digest"])
 
 
 def _child_main(parent: int, outcome_fd: int) -> None:
@@ -182,7 +233,7 @@ def _child_main(parent: int, outcome_fd: int) -> None:
     run = _run_from_json(json.load(sys.stdin))
     try:
         result = _run_here(run)
-        outcome = {"status": result.status, "trap": result.trap, "error": None}
+        outcome = {"status": result.status, "trap": result.trap, "error": None, "from_cache": result.from_cache}
     except UserError as error:
         outcome = {"status": 1, "trap": None, "error": str(error)}
     with os.fdopen(outcome_fd, "wb") as report:
