@@ -145,6 +145,10 @@ class RuntimeClass:
     handler: str
     node_selector: tuple[tuple[str, str], ...] = ()
 
+    def __post_init__(self) -> None:
+        check_dns_subdomain(self.name, "the RuntimeClass name")
+        check_dns_label(self.handler, "the RuntimeClass handler")  # the API server's rule; its schema has none
+
 
 def check_dns_label(value: str, what: str) -> str:
     if len(value) > 63 or not _DNS_LABEL.match(value):

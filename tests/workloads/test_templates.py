@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wasmpod.errors import UserError
-from wasmpod.manifests import (EnvVar, PullSecret, Workload, _quote, check_objects, render_documents, render_manifests,
-                               volume_from)
+from wasmpod.manifests import (EnvVar, PullSecret, RuntimeClass, Workload, _quote, check_objects, render_documents,
+                               render_manifests, volume_from)
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "templates" / "k8s"
@@ -28,6 +28,8 @@ BASE = Workload(
              volume_from("/output_dir", "output-dir", "/output_dir", True)),
     pull_secret="regcred", replicas=3, parallelism=2, completions=4)
 SECRET = PullSecret("regcred", "default", "foobar.azurecr.io", "user", "pass")
+RUNWASI = replace(BASE, image="foobar.azurecr.io/fractalify:v0.2.0-simd-runwasi", runtime="runwasi")
+RUNTIME_CLASS = RuntimeClass("wasmtime-v1", "wasmtime-v1", (("wasmtime", "true"),))
 
 CASES = {
     "pod": (BASE, None),
@@ -35,13 +37,17 @@ CASES = {
     "indexed-job": (replace(BASE, kind="job"), None),
     "deployment": (replace(BASE, kind="deployment"), None),
     "pull-secret": (BASE, SECRET),
+    "runwasi-pod": (RUNWASI, None),
+    "runwasi-job": (replace(RUNWASI, kind="job", completions=1), None),
+    "runwasi-deployment": (replace(RUNWASI, kind="deployment"), None),
+    "runwasi-runtime-class": (RUNWASI, SECRET, RUNTIME_CLASS),
 }
 
 
 def golden_text(case: str) -> str:
     """What the golden file of `case` holds: the rendered manifests, as deploy writes them."""
-    workload, secret = CASES[case]
-    return "---\n".join(t for _, t, _ in render_manifests(TEMPLATES, workload, secret))
+    workload, secret, *runtime_class = CASES[case]
+    return "---\n".join(t for _, t, _ in render_manifests(TEMPLATES, workload, secret, *runtime_class))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -65,6 +71,43 @@ def test_pod_says_what_the_seed_pod_said():
     volumes = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"]}
     assert mounts == {"input-dir": "/input_dir", "output-dir": "/output_dir"} and volumes == mounts
     assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+@pytest.mark.parametrize("kind", ["pod", "job", "deployment"])
+def test_runwasi_pod_names_its_runtime_class_and_the_module_and_drops_krustlets_scheduling(kind):
+    [(_, _, obj)] = render_manifests(TEMPLATES, replace(RUNWASI, kind=kind, runtime_class="wasm"))
+    spec = obj["spec"] if kind == "pod" else obj["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert spec["runtimeClassName"] == "wasm"
+    assert "nodeSelector" not in spec and "tolerations" not in spec
+    assert container["command"] == ["fractalify.wasm"]
+    once = ["--once"] if kind == "job" else []
+    assert container["args"] == [*once, "/input_dir", "/output_dir"]
+    # the same env, volumes and pull secret as Krustlet's
+    [(_, _, krustlet)] = render_manifests(TEMPLATES, replace(BASE, kind=kind))
+    krustlet_spec = krustlet["spec"] if kind == "pod" else krustlet["spec"]["template"]["spec"]
+    for key in ("volumes", "imagePullSecrets", "restartPolicy"):
+        assert spec[key] == krustlet_spec[key]
+    assert container["env"] == krustlet_spec["containers"][0]["env"]
+    assert container["volumeMounts"] == krustlet_spec["containers"][0]["volumeMounts"]
+
+
+def test_the_runtime_class_is_cluster_scoped_with_its_handler_and_node_selector():
+    runtime_class = render_manifests(TEMPLATES, RUNWASI, None, RUNTIME_CLASS)[0][2]
+    assert runtime_class == {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                             "metadata": {"name": "wasmtime-v1", "labels": {"app.kubernetes.io/managed-by": "wasmpod"}},
+                             "handler": "wasmtime-v1", "scheduling": {"nodeSelector": {"wasmtime": "true"}}}
+    bare = render_manifests(TEMPLATES, RUNWASI, None, RuntimeClass("wasm", "wasm"))[0][2]
+    assert "scheduling" not in bare
+
+
+def test_the_runtime_class_goes_through_the_schema_check():
+    runtime_class = render_manifests(TEMPLATES, RUNWASI, None, RUNTIME_CLASS)[0][2]
+    check_objects([runtime_class])
+    with pytest.raises(UserError, match="RuntimeClass wasmtime-v1 fails the Kubernetes 1.30 schema"):
+        check_objects([{**runtime_class, "handler": 7}])
+    with pytest.raises(UserError, match="not a DNS-1123 label"):  # the API server's rule, which the schema lacks
+        RuntimeClass("wasm", "Not A Handler!")
 
 
 def test_job_runs_once_and_indexed_job_has_parallelism():
