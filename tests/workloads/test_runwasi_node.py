@@ -181,3 +181,16 @@ def test_runtime_from_the_configuration_and_bad_values_in_one_line(env, tmp_path
     one_line_error(invoke("deploy", "--dry-run", "--runtime", "wasmedge", env=env), "krustlet, runwasi", "wasmedge")
     one_line_error(invoke("deploy", "--dry-run", "--runtime", "all", env=env), "push only")
     one_line_error(invoke("deploy", "--dry-run", "--create-runtime-class", env=env), "--runtime runwasi")
+
+
+def test_the_compiled_cache_key_names_the_layer_and_the_engine(monkeypatch, tmp_path):
+    import wasmpod.localrun as localrun
+
+    one = compiled_module_file(tmp_path, "sha256:" + "1" * 64)
+    assert one == compiled_module_file(tmp_path, "sha256:" + "1" * 64)
+    assert one != compiled_module_file(tmp_path, "sha256:" + "2" * 64)
+    monkeypatch.setattr(localrun, "wasmtime_version", lambda: "0.0.1")
+    assert one != compiled_module_file(tmp_path, "sha256:" + "1" * 64)
+    monkeypatch.undo()
+    monkeypatch.setattr(localrun, "RUNWASI_ENGINE_SETTINGS", "simd off")
+    assert one != compiled_module_file(tmp_path, "sha256:" + "1" * 64)
