@@ -39,6 +39,21 @@ sys.exit(run_wasi(run).status)
 """
 
 
+# Starts one Pod's module as the local node's runwasi path does (root preopen, compiled cache) on
+# an empty input, so the run is the start: load (compile or deserialize), instantiate, one scan.
+RUNWASI_START = """
+import sys
+from pathlib import Path
+from wasmpod.artifact import file_digest
+from wasmpod.localrun import WasiRun, run_wasi
+module, root, input_dir, output_dir, cache = sys.argv[1:]
+run = WasiRun(Path(module), ("fractalify.wasm", "--once", "/input_dir", "/output_dir"),
+              ((Path(root), "/"), (Path(input_dir), "/input_dir"), (Path(output_dir), "/output_dir")),
+              compiled_cache=Path(cache), layer_digest=file_digest(Path(module)))
+sys.exit(run_wasi(run).status)
+"""
+
+
 @dataclass(frozen=True)
 class Timing:
     """One processing run: the time the module logs for its images, the wall time, peak RSS."""
@@ -121,6 +136,29 @@ def compile_ms(module: Path, runs: int) -> float:
     return statistics.median(samples)
 
 
+def runwasi_start_ms(module: Path, work: Path, runs: int) -> tuple[float, float]:
+    """Wall time of a runwasi Pod's start on the local node, cold (nothing compiled: the cache
+    entry removed first) and cached (the entry there), taken in turn; medians."""
+    from .artifact import file_digest
+    from .localrun import compiled_module_file
+
+    where = Path(tempfile.mkdtemp(dir=work))
+    for part in ("root/input_dir", "root/output_dir", "in", "out", "cache"):
+        (where / part).mkdir(parents=True)
+    command = [sys.executable, "-c", RUNWASI_START, str(module), str(where / "root"), str(where / "in"),
+               str(where / "out"), str(where / "cache")]
+    compiled = compiled_module_file(where / "cache", file_digest(module))
+    cold, cached = [], []
+    for _ in range(runs):
+        for samples, keep in ((cold, False), (cached, True)):
+            if not keep:
+                compiled.unlink(missing_ok=True)
+            started = time.perf_counter()
+            subprocess.run(command, capture_output=True, check=True)
+            samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(cold), statistics.median(cached)
+
+
 def command_ms(command: list[str], cwd: Path, runs: int) -> float:
     samples = []
     for _ in range(runs):
@@ -147,6 +185,10 @@ def run_benchmarks(project: Project, runs: int = 5, out=sys.stdout) -> None:
 
     with tempfile.TemporaryDirectory(prefix="fractalify-bench-") as scratch:
         work = Path(scratch)
+        for name in WASM_BUILDS:
+            cold, cached = runwasi_start_ms(builds[name].path, work, runs)
+            rows.append((f"runwasi Pod start on the local node, {name}: cold (compile) / cached",
+                         f"{cold:.0f} ms / {cached:.0f} ms = {cached / cold:.2f}"))
         hd = work / "hd"
         hd.mkdir()
         make_photo_like_png(hd / "frame.png", 1920, 1080)
