@@ -34,7 +34,7 @@ def test_new_poc_has_crate_tasks_config_readme_and_tests(poc):
     ours = yaml.safe_load((ROOT / "invoke.yaml").read_text())
     assert config["registry"]["repository"] == "hello-poc"
     assert config["deploy"]["name"] == "hello-poc"
-    for key in ("input_dir", "output_dir", "create_pull_secret", "target"):
+    for key in ("input_dir", "output_dir", "create_pull_secret", "target", "runtime"):
         assert config["deploy"][key] == ours["deploy"][key]
     assert config["registry"]["address"] == ours["registry"]["address"]
     assert config["wasmpod"]["registry_dir"] == str(ROOT / "registry")
@@ -63,6 +63,15 @@ def test_new_poc_renders_its_pod_for_another_registry(poc):
     assert container["image"] == "r.example.com/hello-poc:v0.1.0"
     assert container["args"] == ["hello-poc", "/input_dir", "/output_dir"]
     assert pod["metadata"]["name"] == "hello-poc"
+
+
+def test_new_poc_chooses_its_runtime_like_fractalify(poc):
+    done = invoke("deploy", "--dry-run", "--registry", "r.example.com", "--runtime", "runwasi", cwd=poc)
+    assert done.returncode == 0, done.stderr
+    pod = yaml.safe_load(done.stdout)
+    assert pod["spec"]["runtimeClassName"] == "wasmtime-v1"
+    assert pod["spec"]["containers"][0]["image"] == "r.example.com/hello-poc:v0.1.0-runwasi"
+    assert pod["spec"]["containers"][0]["command"] == ["hello-poc.wasm"]
 
 
 def test_new_poc_passes_its_own_tests(poc):
