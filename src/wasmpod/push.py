@@ -93,6 +93,11 @@ def _verify(client: RegistryClient, target: ImageReference, artifact: Artifact) 
         client.download_blob(target.repository, artifact.layer.digest, artifact.layer.size, _Discard())
     except BlobMismatch as error:
         raise UserError(f"reading the module layer back: {error}: the upload was damaged; push again") from None
+    try:
+        # The runwasi config is what the shim reads as the platform: it must be there, byte for byte.
+        client.download_blob(target.repository, artifact.config.digest, artifact.config.size, _Discard())
+    except BlobMismatch as error:
+        raise UserError(f"reading the config back: {error}: the upload was damaged; push again") from None
 
 
 def pull_module(client: RegistryClient, source: ImageReference, output: Path | None,

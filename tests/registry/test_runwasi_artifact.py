@@ -135,3 +135,19 @@ def test_the_unchanged_artifact_passes_both_readings(registry, module, tmp_path)
     client = RegistryClient(registry.address, Transport.choose(registry.address), None)
     pulled = pull_module(client, ImageReference(registry.address, "mod", "unchanged"), tmp_path / "m.wasm", "runwasi")
     assert pulled.path.read_bytes() == module.read_bytes()
+
+
+def test_push_reads_the_runwasi_config_back_and_fails_when_it_comes_back_damaged(registry, module):
+    from proxy import RegistryProxy, is_blob_get
+
+    artifact = compose_wasm_oci_artifact(module, Provenance(version="0.2.0"))
+
+    def damage_config(request, status: int, body: bytes) -> bytes:
+        if is_blob_get(request) and status == 200 and artifact.config.digest in request.path:
+            return body.replace(b'"wasm"', b'"wasi"')  # same length: only the digest check can tell
+        return body
+
+    with RegistryProxy(registry.address, rewrite=damage_config) as proxy:
+        client = RegistryClient(proxy.address, Transport.choose(proxy.address), None)
+        with pytest.raises(UserError, match="reading the config back"):
+            push_artifact(client, ImageReference(proxy.address, "mod", "v1-runwasi"), artifact)
