@@ -21,7 +21,7 @@ from PIL import Image
 
 from coretools import load, noise, run_module, save, stop_watching, watch
 from reference import expected_pixels
-from testkit import wait_for
+from testkit import invoke, wait_for
 
 FORMATS = {"png": {"format": "PNG"}, "jpg": {"format": "JPEG", "quality": 90},
            "progressive.jpg": {"format": "JPEG", "progressive": True}, "gif": {"format": "GIF"},
@@ -154,6 +154,19 @@ def test_a_name_that_is_not_utf8_does_not_stop_the_scan_of_the_others(run, tmp_p
     lines = [line for line in done.stderr.splitlines() if "odd" in line]
     assert len(lines) == 1 and "not valid UTF-8" in lines[0], done.stderr
     assert done.status == 1  # its images were not processed: a Job must not report success
+
+
+def test_invoke_run_names_the_name_that_is_not_utf8(tmp_path):
+    save(noise(8, 8, 3), tmp_path / "in" / "top.png")
+    (tmp_path / "in" / "odd").mkdir()
+    with open(os.path.join(os.fsencode(tmp_path / "in" / "odd"), b"caf\xe9\n.png"), "wb") as handle:
+        handle.write(encoded(noise(8, 8, 3), format="PNG"))
+    done = invoke("run", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--once")
+    assert done.returncode == 1
+    assert "run: odd/caf\\xe9\n.png: this name is not valid UTF-8" not in done.stderr  # escaped, newline too
+    line = next(line for line in done.stderr.splitlines() if line.startswith("run: odd/"))
+    assert line.startswith("run: odd/caf\\xe9\\x0a.png: this name is not valid UTF-8"), line
+    assert "wrote top.png" in done.stdout
 
 
 def test_a_name_as_long_as_the_file_system_allows_is_processed(run, tmp_path):
