@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from testkit import ROOT, invoke, wait_for
-from workload_kit import images, large_images, leftovers, one_line_error
+from workload_kit import LARGE_IMAGE_BUDGET, images, large_images, leftovers, one_line_error
 
 from registries import PASSWORD, USER
 
@@ -140,7 +140,7 @@ def test_a_runner_record_naming_another_process_never_signals_it_nor_orphans_the
 def test_a_killed_runner_is_not_running_and_a_redeploy_takes_its_claims_back(pushed, env, tmp_path, workload_names):
     name = workload_names("killed")
     large = large_images(tmp_path / "in", 2)
-    common = ("--env", "FRACTALIFY_C=0,0")
+    common = ("--env", "FRACTALIFY_C=0,0", "--env", LARGE_IMAGE_BUDGET, "--env", LARGE_IMAGE_BUDGET)
     assert deploy(pushed, name, tmp_path, *common, env=env).returncode == 0
     assert wait_for(lambda: leftovers(tmp_path / "out"))
     os.kill(recorded_runner(name).pid, signal.SIGKILL)
@@ -156,7 +156,7 @@ def test_a_killed_runner_is_not_running_and_a_redeploy_takes_its_claims_back(pus
 def test_undeploy_while_an_instance_works_on_an_image_leaves_no_claims(pushed, env, tmp_path, workload_names):
     name = workload_names("midway")
     large_images(tmp_path / "in", 2)
-    assert deploy(pushed, name, tmp_path, "--kind", "deployment", "--replicas", "2", "--env", "FRACTALIFY_C=0,0",
+    assert deploy(pushed, name, tmp_path, "--kind", "deployment", "--replicas", "2", "--env", "FRACTALIFY_C=0,0", "--env", LARGE_IMAGE_BUDGET,
                   env=env).returncode == 0
     assert wait_for(lambda: len([p for p in leftovers(tmp_path / "out") if p.suffix == ".claim"]) == 2)
     assert invoke("undeploy", "--name", name, env=env).returncode == 0
