@@ -378,11 +378,6 @@ class LocalNode:
     def __init__(self, state_dir: Path):
         self.state_dir = state_dir
 
-    @property
-    def compiled_cache(self) -> Path:
-        """runwasi's compiled modules, shared by every workload (a dot name: never a namespace)."""
-        return compiled_cache_of(self.state_dir)
-
     def workload_dir(self, namespace: str, name: str) -> Path:
         return self.state_dir / namespace / name
 
@@ -554,6 +549,7 @@ class LocalNode:
 
 
 def compiled_cache_of(state_dir: Path) -> Path:
+    """runwasi's compiled modules, shared by every workload (a dot name: never a namespace)."""
     return state_dir / ".compiled"
 
 
