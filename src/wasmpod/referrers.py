@@ -328,3 +328,12 @@ def attach_sbom(client: RegistryClient, reference: ImageReference, sbom: bytes, 
 
         attestation = attest_sbom(client, subject, document, key)
     return AttachedSbom(subject, sha256_digest(manifest), listed_in, attestation)
+
+
+def module_sbom(project: object, module: object) -> bytes:
+    """The module's CycloneDX SBOM from the SBOM generator (wasmpod.sbom, its own module)."""
+    try:
+        from .sbom import build_sbom  # type: ignore[import-not-found]
+    except ImportError:
+        raise UserError("push --sbom needs the SBOM generator (wasmpod.sbom), which this version lacks") from None
+    return build_sbom(project, module)

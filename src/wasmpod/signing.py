@@ -21,7 +21,7 @@ from typing import Callable, Mapping
 
 from .artifact import Blob, sha256_digest
 from .errors import UserError
-from .keys import SigningKey, VerifyKey, load_verify_key
+from .keys import SigningKey, VerifyKey
 from .oci_client import RegistryClient
 from .reference import ImageReference
 from .referrers import (DOCKER_MANIFEST, OCI_MANIFEST, Subject, attached_tag, compact_json, read_manifest_json,
@@ -238,11 +238,9 @@ def verify_image(client: RegistryClient, reference: ImageReference, key: VerifyK
     return verify_subject(client, resolve_subject(client, reference), key)
 
 
-def require_signature(client: RegistryClient, reference: ImageReference, key_where: str,
-                      environ: Mapping[str, str], action: str) -> Verification:
+def require_signature(client: RegistryClient, reference: ImageReference, key: VerifyKey, action: str) -> Verification:
     """The admission check of deploy and the local node: `reference` (pinned to the digest that
     will run) must verify with the key, else NotVerified naming why and what was refused."""
-    key = load_verify_key(key_where, environ)
     result = verify_image(client, reference, key)
     if not result.verified:
         raise NotVerified(f"{result.subject.reference} is not verified ({result.reason}): refusing to {action}")
@@ -297,3 +295,37 @@ def attest_sbom(client: RegistryClient, subject: Subject, sbom: object, key: Sig
     write = append_layer(client, subject, ATTESTATION_SUFFIX, envelope, DSSE_MEDIA_TYPE,
                          {SIGNATURE_ANNOTATION: "", PREDICATE_TYPE_ANNOTATION: CYCLONEDX_PREDICATE_TYPE}, same_statement)
     return write.tag
+
+
+# --- what push attaches --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SupplyChain:
+    """What `push --sign-key`/`--sbom` attach to the module just pushed, prepared before the push
+    so that a wrong key or password fails before anything is uploaded."""
+
+    key: SigningKey | None
+    sbom: bytes | None
+
+    @classmethod
+    def prepare(cls, sign_key: str | None, sbom: bool, project: object, module: object,
+                environ: Mapping[str, str]) -> "SupplyChain":
+        from .keys import load_signing_key
+        from .referrers import module_sbom
+
+        key = load_signing_key(sign_key, environ) if sign_key else None
+        return cls(key, module_sbom(project, module) if sbom else None)
+
+    def attach(self, client: RegistryClient, pinned: ImageReference) -> tuple[str, ...]:
+        """Signs the digest push verified (`pinned`), then attaches the SBOM; one line each."""
+        if self.key is None and self.sbom is None:
+            return ()
+        from .referrers import attach_sbom
+
+        lines: list[str] = []
+        if self.key is not None:
+            lines += sign_subject(client, resolve_subject(client, pinned), self.key).lines()[1:]
+        if self.sbom is not None:
+            lines += attach_sbom(client, pinned, self.sbom, key=self.key).lines()
+        return tuple(lines)
