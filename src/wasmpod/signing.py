@@ -39,7 +39,9 @@ IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 IN_TOTO_STATEMENT_TYPE = "https://in-toto.io/Statement/v0.1"
 CYCLONEDX_PREDICATE_TYPE = "https://cyclonedx.org/bom"
 SIGNATURE_ACCEPT = ", ".join([OCI_MANIFEST, DOCKER_MANIFEST])
-ZERO_TIME = "0001-01-01T00:00:00Z"  # go-containerregistry's zero time, which cosign's config carries
+ZERO_TIME = "0001-01-01T00:00:00Z"
+# Each layer costs a blob request: a hostile registry must not make verification fetch without end.
+MAX_SIGNATURE_LAYERS = 256  # go-containerregistry's zero time, which cosign's config carries
 
 
 def simple_signing_payload(docker_reference: str, digest: str, annotations: Mapping[str, str] | None = None) -> bytes:
@@ -93,10 +95,11 @@ class CosignTagWrite:
         return f"{self.layers} signature layer(s)" if self.added else f"already signed ({self.layers} layer(s))"
 
 
-def _existing_layers(client: RegistryClient, repository: str, tag: str) -> list[dict]:
+def _existing_layers(client: RegistryClient, repository: str, tag: str) -> list[dict] | None:
+    """The layers at a cosign tag; None when the tag does not exist."""
     found = read_manifest_json(client, repository, tag, SIGNATURE_ACCEPT)
     if found is None:
-        return []
+        return None
     layers = found[0].get("layers")
     if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
         raise UserError(f"{client.registry}/{repository}:{tag} has no list of layers: not a cosign signature manifest; "
@@ -111,7 +114,7 @@ def append_layer(client: RegistryClient, subject: Subject, suffix: str, payload:
     is this very signature. Blobs first, then the manifest, then a read-back of the tag."""
     repository = subject.reference.repository
     tag = attached_tag(subject.digest, suffix)
-    layers = _existing_layers(client, repository, tag)
+    layers = _existing_layers(client, repository, tag) or []
     if any(already_there(layer) for layer in layers):
         return CosignTagWrite(tag, len(layers), added=False)
     blob = upload_bytes(client, repository, media_type, payload)
@@ -213,8 +216,13 @@ def verify_subject(client: RegistryClient, subject: Subject, key: VerifyKey) -> 
     repository = subject.reference.repository
     tag = attached_tag(subject.digest, SIGNATURE_SUFFIX)
     layers = _existing_layers(client, repository, tag)
-    if not layers:
+    if layers is None:
         return Verification(subject, False, f"no signature: {tag} does not exist", key.source)
+    if not layers:
+        return Verification(subject, False, f"no signature: {tag} has no layers", key.source)
+    if len(layers) > MAX_SIGNATURE_LAYERS:
+        return Verification(subject, False, f"{tag} has {len(layers)} layers, more than the {MAX_SIGNATURE_LAYERS} "
+                            "checked: refused", key.source)
     failures: list[str] = []
     for index, layer in enumerate(layers):
         try:

@@ -48,7 +48,8 @@ def _decrypt_independently(pem: bytes, password: bytes) -> ec.EllipticCurvePriva
     secret = hashlib.scrypt(password, salt=base64.b64decode(envelope["kdf"]["salt"]), n=params["N"], r=8, p=1,
                             maxmem=1 << 26, dklen=32)
     der = SecretBox(secret).decrypt(base64.b64decode(envelope["ciphertext"]), base64.b64decode(envelope["cipher"]["nonce"]))
-    key = serialization.load_der_private_key(der, password=None)  # PKCS#8 DER inside
+    assert bytes.fromhex("06072a8648ce3d0201") in der[:40]  # PKCS#8's algorithm identifier (id-ecPublicKey), not SEC1
+    key = serialization.load_der_private_key(der, password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     return key
 
@@ -113,3 +114,35 @@ def test_invoke_keygen_without_a_password_or_terminal_says_so(tmp_path, clean_en
     assert done.returncode == 1
     assert done.stderr.strip() == "error: the key's password: set COSIGN_PASSWORD (no terminal to ask on)"
     assert not Path(tmp_path / "k.key").exists()
+
+
+def test_invoke_keygen_asks_for_the_password_twice_on_a_terminal(tmp_path, clean_env):
+    """No COSIGN_PASSWORD: asked on the terminal, twice, never echoed; the key decrypts with it."""
+    import os
+    import pty
+    import time
+
+    from testkit import INVOKE, ROOT
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execve(str(INVOKE), [str(INVOKE), "keygen", "--out", str(tmp_path / "tty")], clean_env)
+    seen = b""
+    deadline = time.monotonic() + 60
+    answered = 0
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if seen.count(b"password for private key") > answered:
+            answered += 1
+            os.write(fd, b"typed-secret\n")
+    os.waitpid(pid, 0)
+    assert answered == 2, seen
+    assert b"typed-secret" not in seen
+    assert load_signing_key(str(tmp_path / "tty.key"), {"COSIGN_PASSWORD": "typed-secret"})
