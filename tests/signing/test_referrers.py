@@ -100,3 +100,23 @@ def test_a_document_that_is_not_cyclonedx_is_refused(pushed):
 
     with pytest.raises(UserError, match="not a CycloneDX document"):
         attach_sbom(pushed.client, pushed.reference, b'{"spdxVersion": "SPDX-2.3"}')
+
+
+def test_with_the_referrers_api_no_fallback_index_is_written_and_discover_asks_the_api(registry, tmp_path):
+    """Against a registry that has the API (a proxy doing what ACR does; none here has it)."""
+    from conftest import TINY_MODULE, push_module_bytes
+    from referrers_proxy import ReferrersApiProxy
+    from wasmpod.oci_client import RegistryClient, Transport
+    from wasmpod.reference import ImageReference
+
+    with ReferrersApiProxy(registry.address) as proxy:
+        client = RegistryClient(proxy.address, Transport.choose(proxy.address), None)
+        reference = ImageReference(proxy.address, "fractalify", "v1")
+        digest = push_module_bytes(client, reference, tmp_path, TINY_MODULE)
+        attached = attach_sbom(client, reference, small_sbom())
+        assert attached.listed_in == "referrers API"
+        assert cosign_reference.manifest(registry.address, "fractalify", digest.replace(":", "-")) is None
+        found = discover(client, reference)
+        assert found.referrers_source == "referrers API"
+        assert [(a.kind, a.where) for a in found.attachments] == [("application/vnd.cyclonedx+json",
+                                                                   attached.referrer_digest)]
