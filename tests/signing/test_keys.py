@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from nacl.secret import SecretBox
 
-from conftest import FIXTURE_PASSWORD
+from signing_kit import FIXTURE_PASSWORD
 from testkit import invoke
 from wasmpod.errors import UserError
 from wasmpod.keys import generate_key_pair, load_signing_key, load_verify_key

@@ -104,7 +104,7 @@ def test_a_document_that_is_not_cyclonedx_is_refused(pushed):
 
 def test_with_the_referrers_api_no_fallback_index_is_written_and_discover_asks_the_api(registry, tmp_path):
     """Against a registry that has the API (a proxy doing what ACR does; none here has it)."""
-    from conftest import TINY_MODULE, push_module_bytes
+    from signing_kit import TINY_MODULE, push_module_bytes
     from referrers_proxy import ReferrersApiProxy
     from wasmpod.oci_client import RegistryClient, Transport
     from wasmpod.reference import ImageReference

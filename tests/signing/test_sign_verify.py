@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 import cosign_reference
-from conftest import TINY_MODULE
+from signing_kit import TINY_MODULE
 from wasmpod.errors import UserError
 from wasmpod.referrers import resolve_subject
 from wasmpod.signing import (SIGNATURE_ANNOTATION, SIGNATURE_SUFFIX, SIMPLE_SIGNING_MEDIA_TYPE, append_layer,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import cosign_reference
-from conftest import TINY_MODULE, push_module_bytes
+from signing_kit import TINY_MODULE, push_module_bytes
 from testkit import ROOT, invoke
 from wasmpod.keys import load_verify_key
 from wasmpod.oci_client import RegistryClient, Transport
