@@ -119,3 +119,22 @@ def test_signing_a_reference_that_does_not_exist_is_one_line(pushed, cosign_key)
 def test_a_digest_the_registry_does_not_hold_is_not_signed(pushed, cosign_key):
     with pytest.raises(UserError, match="does not exist in its registry"):
         sign_image(pushed.client, pushed.reference.with_digest("sha256:" + "cd" * 32), cosign_key)
+
+
+def test_a_registry_reporting_a_digest_its_bytes_do_not_have_is_refused(pushed, cosign_key):
+    """What is signed is the digest of the bytes, never a header: a registry (or something between)
+    that says another digest is refused, nothing signed. (docker-registry is honest, so its answer
+    is changed on the way, at the client's boundary.)"""
+    from wasmpod.oci_client import FoundManifest
+
+    honest = pushed.client.find_manifest
+
+    def lying(repository, reference, accept):
+        found = honest(repository, reference, accept)
+        return FoundManifest(found.body, "sha256:" + "12" * 32, found.media_type) if found else None
+
+    pushed.client.find_manifest = lying
+    with pytest.raises(UserError, match="reports digest sha256:1212"):
+        sign_image(pushed.client, pushed.reference, cosign_key)
+    pushed.client.find_manifest = honest
+    assert cosign_reference.manifest(pushed.reference.registry, "fractalify", sig_tag(pushed.digest)) is None
