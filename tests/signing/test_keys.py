@@ -146,3 +146,21 @@ def test_invoke_keygen_asks_for_the_password_twice_on_a_terminal(tmp_path, clean
     assert answered == 2, seen
     assert b"typed-secret" not in seen
     assert load_signing_key(str(tmp_path / "tty.key"), {"COSIGN_PASSWORD": "typed-secret"})
+
+
+def test_an_empty_cosign_password_is_a_password(tmp_path):
+    """As for cosign: COSIGN_PASSWORD set to empty means the empty password, not 'ask'."""
+    generate_key_pair(tmp_path / "empty", lambda confirm: b"")
+    assert load_signing_key(str(tmp_path / "empty.key"), {"COSIGN_PASSWORD": ""})
+
+
+def test_a_key_file_asking_for_a_huge_scrypt_cost_is_refused_before_deriving(tmp_path):
+    """A key file names its own scrypt cost; N=2^24 would take 16 GiB: refused, not obeyed."""
+    envelope = {"kdf": {"name": "scrypt", "params": {"N": 1 << 24, "r": 8, "p": 1}, "salt": base64.b64encode(b"s" * 32).decode()},
+                "cipher": {"name": "nacl/secretbox", "nonce": base64.b64encode(b"n" * 24).decode()},
+                "ciphertext": base64.b64encode(b"c" * 80).decode()}
+    body = base64.b64encode(json.dumps(envelope).encode()).decode()
+    (tmp_path / "costly.key").write_text(f"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n{body}\n"
+                                         "-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n")
+    with pytest.raises(UserError, match="outside what cosign writes"):
+        load_signing_key(str(tmp_path / "costly.key"), {"COSIGN_PASSWORD": "x"})

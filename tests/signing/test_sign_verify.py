@@ -138,3 +138,19 @@ def test_a_registry_reporting_a_digest_its_bytes_do_not_have_is_refused(pushed, 
         sign_image(pushed.client, pushed.reference, cosign_key)
     pushed.client.find_manifest = honest
     assert cosign_reference.manifest(pushed.reference.registry, "fractalify", sig_tag(pushed.digest)) is None
+
+
+def test_a_signature_manifest_with_too_many_layers_is_refused_without_fetching_them(pushed, cosign_key):
+    """A hostile registry must not make verify fetch blobs without end: over 256 layers, refused."""
+    from wasmpod.referrers import upload_bytes
+    from wasmpod.signing import compose_cosign_manifest, cosign_config, layer_descriptor
+
+    payload = simple_signing_payload(f"{pushed.reference.registry}/fractalify", pushed.digest)
+    blob = upload_bytes(pushed.client, "fractalify", SIMPLE_SIGNING_MEDIA_TYPE, payload)
+    layer = layer_descriptor(blob, {SIGNATURE_ANNOTATION: base64.b64encode(cosign_key.sign(payload)).decode()})
+    config = upload_bytes(pushed.client, "fractalify", "application/vnd.oci.image.config.v1+json",
+                          cosign_config([blob.digest] * 257))
+    pushed.client.store_manifest("fractalify", sig_tag(pushed.digest), compose_cosign_manifest(config, [layer] * 257),
+                                 "application/vnd.oci.image.manifest.v1+json")
+    result = verify_image(pushed.client, pushed.reference, cosign_key.public)
+    assert not result.verified and "257 layers, more than the 256 checked" in result.reason
