@@ -168,3 +168,20 @@ def test_the_local_node_refuses_a_pulled_digest_that_does_not_verify(registry, k
     with pytest.raises(NotVerified, match="refusing to run it on the local node"):
         node.apply(rendered.objects, lambda address: Transport.choose(address), verify_key=key)
     assert not (tmp_path / "node" / "default" / "moved").exists()
+
+
+def test_the_keys_come_from_configuration_too(registry, keys, built, tmp_path):
+    """registry.sign_key and deploy.verify_key, here through INVOKE_* variables (a -f file works alike)."""
+    private, public, env = keys
+    (tmp_path / "in").mkdir()
+    configured = {**env, "INVOKE_REGISTRY_SIGN_KEY": str(private), "INVOKE_DEPLOY_VERIFY_KEY": str(public)}
+    done = invoke("push", "--registry", registry.address, env=configured)
+    assert done.returncode == 0, done.stderr
+    digest = next(line.split(": ", 1)[1] for line in done.stdout.splitlines() if line.startswith("Digest: "))
+    assert cosign_reference.cosign_verifies(registry.address, "fractalify", digest, public.read_bytes())
+    other = tmp_path / "other"
+    assert invoke("keygen", "--out", str(other), env=env).returncode == 0
+    refused = invoke("deploy", "--registry", registry.address, "--kind", "job", "--name", "cfg", "--input-dir",
+                     str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
+                     env={**configured, "INVOKE_DEPLOY_VERIFY_KEY": f"{other}.pub"})
+    one_line_error(refused, "is not verified", "does not verify with this key", "refusing to deploy it")
