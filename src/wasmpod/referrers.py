@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .artifact import Blob, sha256_digest
 from .errors import UserError
-from .oci_client import RegistryClient
+from .oci_client import BlobMismatch, RegistryClient
 from .reference import ImageReference
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -104,32 +104,19 @@ def upload_bytes(client: RegistryClient, repository: str, media_type: str, data:
     return blob
 
 
-class _Bounded(io.RawIOBase):
-    """A sink that refuses more than `limit` bytes: a registry cannot make us hold a huge blob."""
-
-    def __init__(self, limit: int, what: str):
-        self.buffer = bytearray()
-        self.limit = limit
-        self.what = what
-
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        if len(self.buffer) + len(data) > self.limit:
-            raise UserError(f"{self.what} is larger than its {self.limit} bytes: refused")
-        self.buffer.extend(data)
-        return len(data)
-
-
 def read_small_blob(client: RegistryClient, repository: str, descriptor: dict, what: str) -> bytes:
-    """The bytes of a small blob named by a descriptor, checked against its digest and size."""
+    """The bytes of a small blob named by a descriptor. The client reads no more than the
+    declared size and checks size and digest (BlobMismatch, a UserError, says which is wrong)."""
     digest, size = descriptor.get("digest"), descriptor.get("size")
-    if not isinstance(digest, str) or not isinstance(size, int) or not 0 <= size <= SMALL_BLOB_LIMIT:
+    if (not isinstance(digest, str) or isinstance(size, bool) or not isinstance(size, int)
+            or not 0 <= size <= SMALL_BLOB_LIMIT):
         raise UserError(f"{what} has a descriptor without a usable digest and size (at most {SMALL_BLOB_LIMIT} bytes)")
-    sink = _Bounded(size, what)
-    got = client.download_blob(repository, digest, sink)
-    data = bytes(sink.buffer)
-    if got != digest or sha256_digest(data) != digest or len(data) != size:
-        raise UserError(f"{what}: the registry sent bytes that do not match {digest[:19]}")
-    return data
+    sink = io.BytesIO()
+    try:
+        client.download_blob(repository, digest, size, sink)
+    except BlobMismatch as error:
+        raise UserError(f"{what}: {error}") from None
+    return sink.getvalue()
 
 
 def read_manifest_json(client: RegistryClient, repository: str, reference: str, accept: str) -> tuple[dict, bytes] | None:

@@ -159,7 +159,7 @@ def test_the_local_node_refuses_a_pulled_digest_that_does_not_verify(registry, k
     project = Project.at(ROOT)
     registry_settings = RegistrySettings(registry=registry.address)
     settings = deploy_settings({}, {"kind": "job", "name": "moved", "input_dir": str(tmp_path / "in"),
-                                    "output_dir": str(tmp_path / "out")}, ROOT)
+                                    "output_dir": str(tmp_path / "out")}, project)
     rendered = render_deployment(project, registry_settings, settings, env, dry_run=False)
     client = RegistryClient(registry.address, Transport.choose(registry.address), None)
     push_module_bytes(client, ImageReference(registry.address, "fractalify", rendered.image.tag), tmp_path, TINY_MODULE)
