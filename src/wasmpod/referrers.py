@@ -21,6 +21,7 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from .artifact import Blob, sha256_digest
 from .errors import UserError
@@ -317,10 +318,13 @@ def attach_sbom(client: RegistryClient, reference: ImageReference, sbom: bytes, 
     return AttachedSbom(subject, sha256_digest(manifest), listed_in, attestation)
 
 
-def module_sbom(project: object, module: object) -> bytes:
-    """The module's CycloneDX SBOM from the SBOM generator (wasmpod.sbom, its own module)."""
+def module_sbom(project: object, module: object, environ: Mapping[str, str]) -> bytes:
+    """The pushed module's CycloneDX SBOM from the SBOM generator (wasmpod.sbom, its own module),
+    for the build push made (all formats; SIMD or not)."""
+    from .build import BuildRequest
+
     try:
         from .sbom import build_sbom  # type: ignore[import-not-found]
     except ImportError:
         raise UserError("push --sbom needs the SBOM generator (wasmpod.sbom), which this version lacks") from None
-    return build_sbom(project, module)
+    return build_sbom(project, BuildRequest(simd=getattr(module, "simd", False)), module, environ)

@@ -323,7 +323,7 @@ class SupplyChain:
         from .referrers import module_sbom
 
         key = load_signing_key(sign_key, environ) if sign_key else None
-        return cls(key, module_sbom(project, module) if sbom else None)
+        return cls(key, module_sbom(project, module, environ) if sbom else None)
 
     def attach(self, client: RegistryClient, pinned: ImageReference) -> tuple[str, ...]:
         """Signs the digest push verified (`pinned`), then attaches the SBOM; one line each."""
