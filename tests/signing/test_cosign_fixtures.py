@@ -3,7 +3,6 @@ each must give), both by the rule alone and after a round trip through a real re
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from cosign_reference import cosign_verifies, read_fixture_signature, signature_verifies
-from wasmpod.errors import UserError
 from wasmpod.keys import load_verify_key
 from wasmpod.oci_client import RegistryClient, Transport
 from wasmpod.reference import ImageReference
