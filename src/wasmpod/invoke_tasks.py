@@ -65,6 +65,30 @@ def run_module_on(c, input_dir: Path, output_dir: Path, flags: list[str]) -> Non
     finish(run_on_directories(module.path, project.crate_name, input_dir, output_dir, flags, dict(os.environ)))
 
 
+@task(help={
+    "out": "write the SBOM to this file (default: standard output)",
+    "simd": "describe the SIMD build",
+    "formats": "describe the build with only these formats (cargo features), as `build --formats`",
+})
+def sbom(c, out=None, simd=False, formats=None):
+    """Write the CycloneDX 1.5 SBOM of the module: every crate linked into it, the toolchain, its sha256."""
+    from .atomic_files import write_atomically
+    from .build import BuildRequest, build_module, parse_feature_list
+    from .errors import UserError
+    from .sbom import build_sbom
+
+    project = project_of(c)
+    request = BuildRequest(features=parse_feature_list(formats), simd=simd)
+    document = build_sbom(project, request, build_module(project, request), dict(os.environ))
+    if out:
+        try:
+            print(write_atomically(Path(out), document))
+        except OSError as error:
+            raise UserError(f"cannot write the SBOM to {out}: {error.strerror}") from None
+    else:
+        sys.stdout.write(document.decode())
+
+
 REGISTRY_HELP = {
     "registry": "registry host[:port] (default: registry.address, else the embedded local registry)",
     "repository": "repository name (default: registry.repository)",
@@ -260,7 +284,7 @@ def toolchain_collection(root: Path, crate: str, *project_tasks: Task) -> Collec
 
     report_config_file_errors()
     own = {t.name for t in project_tasks}
-    shared = [t for t in (build, run, push, pull, login, deploy, undeploy, status, logs) if t.name not in own]
+    shared = [t for t in (build, run, push, pull, login, deploy, undeploy, status, logs, sbom) if t.name not in own]
     collection = Collection(*shared, *project_tasks)
     collection.add_collection(Collection("registry", registry_up, registry_down, registry_status))
     # Every key has a default here, so invoke.yaml, INVOKE_* variables and -f FILE can set it.
