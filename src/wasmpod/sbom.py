@@ -126,22 +126,14 @@ def _lock_checksums(lock: Path) -> dict[tuple[str, str], str]:
 
 
 def _crate_sha256(package: dict, lock_checksums: dict[tuple[str, str], str]) -> str | None:
-    """The .crate's SHA-256: from `.cargo-checksum.json` in a directory source (Debian's crates,
-    vendored crates), else from Cargo.lock. Debian writes "Could not get crate checksum" in most
-    of its crates (and cargo copies that into Cargo.lock): anything but 64 hex digits is no hash."""
+    """The .crate's SHA-256 from Cargo.lock: crates.io's index gives it, and for a directory
+    source (Debian's crates, vendored crates) cargo copies the `package` sum of the crate's
+    `.cargo-checksum.json`. Debian writes "Could not get crate checksum" there for most of its
+    crates: anything but 64 hex digits is no hash."""
     if package.get("source") is None:
         return None
-    candidates = []
-    checksum_file = Path(package["manifest_path"]).parent / ".cargo-checksum.json"
-    try:
-        candidates.append(json.loads(checksum_file.read_text()).get("package"))
-    except (OSError, ValueError, AttributeError):
-        pass
-    candidates.append(lock_checksums.get((package["name"], package["version"])))
-    for candidate in candidates:
-        if isinstance(candidate, str) and _SHA256_HEX.match(candidate):
-            return candidate
-    return None
+    checksum = lock_checksums.get((package["name"], package["version"]))
+    return checksum if isinstance(checksum, str) and _SHA256_HEX.match(checksum) else None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from testkit import clean_env, invoke
 
 from wasmpod.build import BuildRequest, build_module
 from wasmpod.project import Project
-from wasmpod.sbom import build_sbom, spdx_expression
+from wasmpod.sbom import build_sbom, cargo_metadata, linked_crates, spdx_expression
 from wasmpod.toolchain import find_toolchain
 
 PROJECT = Project.at(ROOT, "fractalify")
@@ -68,6 +68,13 @@ def test_default_sbom_lists_the_codecs_with_purls_and_licences(default_sbom):
         assert component["type"] == "library" and component["scope"] == "required"
         assert component["licenses"], f"{name} has no licence"
     assert listed["image"]["licenses"] == [{"expression": "MIT"}]
+    from license_expression import get_spdx_licensing
+
+    licensing = get_spdx_licensing()
+    for name, component in listed.items():
+        for licence in component["licenses"]:
+            # Raises on what is not SPDX (bitflags' `MIT/Apache-2.0` as cargo has it, for one).
+            licensing.parse(licence["expression"], validate=True, strict=True)
 
 
 def test_components_are_exactly_what_cargo_links_for_the_target(default_sbom, png_sbom):
@@ -188,3 +195,50 @@ def test_an_unwritable_out_is_one_line(tmp_path):
     done = invoke("sbom", "--out", str(tmp_path / "missing" / "sbom.json"))
     assert done.returncode == 1
     assert done.stderr.strip() == f"error: cannot write the SBOM to {tmp_path / 'missing' / 'sbom.json'}: No such file or directory"
+
+
+def test_only_normal_dependencies_for_the_target_and_features_are_linked(tmp_path):
+    """A crate of the test's own (offline: Debian's crates) with every kind of dependency the walk
+    must tell apart; cargo metadata is real, the answer is known."""
+    toolchain = find_toolchain()
+    if toolchain.crate_directory is None:
+        pytest.skip("needs a crate directory: the crate's dependencies are taken offline from it")
+    crate = tmp_path / "src" / "demo"
+    (crate / "src").mkdir(parents=True)
+    (crate / "src" / "main.rs").write_text("fn main() {}\n")
+    (crate / "derive" / "src").mkdir(parents=True)
+    (crate / "derive" / "src" / "lib.rs").write_text("")
+    (crate / "derive" / "Cargo.toml").write_text(
+        '[package]\nname = "demo-derive"\nversion = "0.1.0"\nedition = "2021"\n[lib]\nproc-macro = true\n')
+    (crate / "Cargo.toml").write_text("""
+[package]
+name = "demo"
+version = "0.1.0"
+edition = "2021"
+license = "MIT"
+
+[workspace]
+
+[features]
+default = []
+extra = ["dep:either"]
+
+[dependencies]
+cfg-if = "1"
+either = { version = "1", optional = true }
+demo-derive = { path = "derive" }
+
+[target.'cfg(not(target_arch = "wasm32"))'.dependencies]
+libc = "0.2"
+
+[build-dependencies]
+autocfg = "1"
+
+[dev-dependencies]
+byteorder = "1"
+""")
+    project = Project.at(tmp_path, "demo")
+    for request, expected in ((BuildRequest(), {"cfg-if"}), (BuildRequest(features=("extra",)), {"cfg-if", "either"})):
+        root, crates = linked_crates(cargo_metadata(project, request, toolchain))
+        assert root.name == "demo" and root.license == "MIT"
+        assert {c.name for c in crates} == expected, request
