@@ -43,6 +43,8 @@ DEPLOY_DEFAULTS: dict[str, Any] = {
     "out": None,
     "templates": "templates/k8s",
     "simd": False,  # deploy the SIMD build (tag suffix -simd): not for Krustlet's wasmtime 0.30
+    "create_policy": False,  # also render a Kyverno ClusterPolicy admitting the image only signed by verify_key
+    "verify_key": None,  # the signers' public key (cosign.pub), PEM
 }
 
 TARGETS = ("local", "kubectl")
@@ -154,6 +156,8 @@ class DeploySettings:
     out: Path | None
     templates: Path
     simd: bool = False
+    create_policy: bool = False
+    verify_key: Path | None = None
 
 
 def _env_value(value: Any, key: str) -> str:
@@ -216,4 +220,14 @@ def deploy_settings(config: Any, flags: Mapping[str, Any], root: Path) -> Deploy
         out=Path(out) if out else None,
         templates=templates if templates.is_absolute() else root / templates,
         simd=_as_bool(values["simd"], "deploy.simd"),
+        **_policy_settings(values),
     )
+
+
+def _policy_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`create_policy` and `verify_key`: a policy needs the key it trusts."""
+    create = _as_bool(values["create_policy"], "deploy.create_policy")
+    key = _as_optional_str(values["verify_key"], "deploy.verify_key")
+    if create and not key:
+        raise UserError("--create-policy needs the signers' public key: --verify-key FILE (deploy.verify_key), e.g. cosign.pub")
+    return {"create_policy": create, "verify_key": Path(key) if key else None}

@@ -12,7 +12,8 @@ from .config import DeploySettings
 from .credentials import resolve_credentials
 from .errors import UserError
 from .local_node import LocalNode, WorkloadState
-from .manifests import GUEST_INPUT, GUEST_OUTPUT, PullSecret, Workload, render_manifests, volume_from
+from .manifests import (GUEST_INPUT, GUEST_OUTPUT, ImagePolicy, PullSecret, Workload, check_public_key_pem, render_manifests,
+                        render_policy, volume_from)
 from .oci_client import Transport
 from .project import Project
 from .push import connect
@@ -60,6 +61,8 @@ def render_deployment(project: Project, registry: RegistrySettings, settings: De
     """Everything before applying: the image (checked to exist in its registry, unless a dry run;
     pinned to the digest the registry holds with --pin), the pull Secret, the rendered and
     checked manifests."""
+    if settings.create_policy:
+        check_policy_target(settings, dry_run)
     image = image_reference(project, registry, local_address(registry), settings.simd)
     if settings.pin or not dry_run:
         if dry_run:
@@ -92,7 +95,28 @@ def render_deployment(project: Project, registry: RegistrySettings, settings: De
         parallelism=settings.parallelism,
         completions=settings.completions,
     )
-    return Rendered(render_manifests(settings.templates, workload, secret), image)
+    policy = [render_image_policy(image, settings, dry_run)] if settings.create_policy else []
+    return Rendered([*policy, *render_manifests(settings.templates, workload, secret)], image)
+
+
+def check_policy_target(settings: DeploySettings, dry_run: bool) -> None:
+    if settings.target == "local" and not dry_run:
+        raise UserError("--create-policy is for a cluster with Kyverno (--target kubectl, or --dry-run to print it): "
+                        "the local node does not run Kyverno")
+
+
+def render_image_policy(image: ImageReference, settings: DeploySettings, dry_run: bool) -> tuple[str, str, dict]:
+    """The Kyverno ClusterPolicy of `--create-policy`: the image's repository, signed by the key."""
+    check_policy_target(settings, dry_run)
+    assert settings.verify_key is not None  # deploy_settings requires it with create_policy
+    try:
+        text = settings.verify_key.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read the verify key {settings.verify_key}: {getattr(error, 'strerror', None) or error}") from None
+    policy = ImagePolicy(name=f"{settings.namespace}-{settings.name}-signed",
+                         repository=f"{image.registry}/{image.repository}",
+                         public_key_pem=check_public_key_pem(text, str(settings.verify_key)))
+    return render_policy(settings.templates, policy)
 
 
 def write_files(rendered: Rendered, out: Path) -> list[Path]:

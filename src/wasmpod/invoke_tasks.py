@@ -203,6 +203,8 @@ DEPLOY_HELP = {
     "parallelism": "Job pods running at once",
     "completions": "Job runs in all (more than 1: an Indexed Job)",
     "simd": "deploy the SIMD build (tag suffix -simd); Krustlet's wasmtime 0.30 cannot run it",
+    "create_policy": "also render a Kyverno ClusterPolicy admitting the image only when signed by --verify-key",
+    "verify_key": "the signers' public key file (cosign.pub, PEM) the policy trusts",
 }
 
 
@@ -217,7 +219,8 @@ def deploy_settings_of(c, **flags):
 def deploy(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None,
            pin=False, pull_secret=None, create_pull_secret=False, input_dir=None, output_dir=None, kind=None,
            name=None, namespace=None, env=None, target=None, context=None, out=None, dry_run=False,
-           replicas=None, parallelism=None, completions=None, json=False, simd=False):
+           replicas=None, parallelism=None, completions=None, json=False, simd=False, create_policy=False,
+           verify_key=None):
     """Render the Pod (or Job, Deployment, pull Secret) and apply it: to the local node or with kubectl."""
     from .deploy import deploy_workload
 
@@ -226,7 +229,8 @@ def deploy(c, registry=None, repository=None, tag=None, plain_http=False, insecu
     settings = deploy_settings_of(c, pin=pin, pull_secret=pull_secret, create_pull_secret=create_pull_secret,
                                 input_dir=input_dir, output_dir=output_dir, kind=kind, name=name,
                                 namespace=namespace, env=env, target=target, context=context, out=out,
-                                replicas=replicas, parallelism=parallelism, completions=completions, simd=simd)
+                                replicas=replicas, parallelism=parallelism, completions=completions, simd=simd,
+                                create_policy=create_policy, verify_key=verify_key)
     report = deploy_workload(project, registry_settings, settings, dict(os.environ), dry_run=dry_run)
     if json and not dry_run:
         print_json(report.as_json())
