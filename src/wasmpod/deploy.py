@@ -95,19 +95,19 @@ def render_deployment(project: Project, registry: RegistrySettings, settings: De
         parallelism=settings.parallelism,
         completions=settings.completions,
     )
-    policy = [render_image_policy(image, settings, dry_run)] if settings.create_policy else []
+    policy = [render_image_policy(image, settings)] if settings.create_policy else []
     return Rendered([*policy, *render_manifests(settings.templates, workload, secret)], image)
 
 
 def check_policy_target(settings: DeploySettings, dry_run: bool) -> None:
+    """Before the registry is asked: the local node has no admission control to give a policy to."""
     if settings.target == "local" and not dry_run:
         raise UserError("--create-policy is for a cluster with Kyverno (--target kubectl, or --dry-run to print it): "
                         "the local node does not run Kyverno")
 
 
-def render_image_policy(image: ImageReference, settings: DeploySettings, dry_run: bool) -> tuple[str, str, dict]:
+def render_image_policy(image: ImageReference, settings: DeploySettings) -> tuple[str, str, dict]:
     """The Kyverno ClusterPolicy of `--create-policy`: the image's repository, signed by the key."""
-    check_policy_target(settings, dry_run)
     assert settings.verify_key is not None  # deploy_settings requires it with create_policy
     try:
         text = settings.verify_key.read_text()

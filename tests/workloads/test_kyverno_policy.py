@@ -120,6 +120,7 @@ def test_image_references_match_the_repository_only():
     ("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n", "is a private key"),
     ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA user@host\n", "is not a PEM public key"),
     ("-----BEGIN PUBLIC KEY-----\nnot base64 !!\n-----END PUBLIC KEY-----\n", "is not a PEM public key"),
+    ("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEFNLqFhf\n-----END PUBLIC KEY-----\n", "is not a PEM public key"),
     ("", "is not a PEM public key"),
 ])
 def test_what_is_not_a_public_key_is_refused(text, says):
@@ -170,6 +171,9 @@ def test_policy_mistakes_are_one_line(env, tmp_path):
                    "is a private key")
     one_line_error(invoke("deploy", "--create-policy", "--verify-key", str(COSIGN_PUB), env=env),
                    "--create-policy is for a cluster with Kyverno")
+    # Kyverno keeps a policy's name in labels: a DNS label, 63 characters at most.
+    one_line_error(invoke("deploy", "--create-policy", "--verify-key", str(COSIGN_PUB), "--dry-run", "--name", "f" * 60,
+                          env=env), "the policy name", "DNS-1123 label")
 
 
 def test_kubectl_applies_the_policy_with_the_pinned_pod(registry, env, tmp_path):
