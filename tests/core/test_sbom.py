@@ -242,3 +242,14 @@ byteorder = "1"
         root, crates = linked_crates(cargo_metadata(project, request, toolchain))
         assert root.name == "demo" and root.license == "MIT"
         assert {c.name for c in crates} == expected, request
+
+
+def test_simd_sbom_describes_the_simd_module(tmp_path):
+    out = tmp_path / "simd.cdx.json"
+    done = invoke("sbom", "--simd", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    main = json.loads(out.read_bytes())["metadata"]["component"]
+    module = build_module(PROJECT, BuildRequest(simd=True)).path
+    assert main["hashes"][0]["content"] == hashlib.sha256(module.read_bytes()).hexdigest()
+    features = {p["name"]: p["value"] for p in main["properties"]}["wasmpod:wasm:features"]
+    assert "simd128" in features.split(",")
