@@ -177,8 +177,10 @@ def undeploy(project: Project, registry: RegistrySettings, settings: DeploySetti
     if settings.target == "local":
         gone = LocalNode(node_state_dir(project)).delete(settings.namespace, settings.name)
         return f"{settings.namespace}/{settings.name}: " + ("stopped and removed" if gone else "was not deployed on the local node")
-    # The same files deploy applied: render them again (without contacting the registry).
-    rendered = render_deployment(project, registry, replace(settings, pin=False, create_pull_secret=False), environ, dry_run=True)
+    # The same files deploy applied: render them again (without contacting the registry). The
+    # ClusterPolicy stays: it guards the repository, whatever runs from it (kubectl delete clusterpolicy).
+    rendered = render_deployment(project, registry, replace(settings, pin=False, create_pull_secret=False,
+                                                            create_policy=False), environ, dry_run=True)
     with tempfile.TemporaryDirectory(prefix="wasmpod-undeploy-") as scratch:
         said = run_kubectl(kubectl_command("delete", write_files(rendered, Path(scratch)), settings))
     if settings.create_pull_secret and settings.pull_secret:

@@ -190,3 +190,11 @@ def test_kubectl_applies_the_policy_with_the_pinned_pod(registry, env, tmp_path)
     image = pod["spec"]["containers"][0]["image"]
     assert "@sha256:" in image
     assert any(fnmatch.fnmatchcase(image, p) for p in verify_images(policy)["imageReferences"])
+
+    config = tmp_path / "policy.yaml"
+    config.write_text(f"deploy:\n  create_policy: true\n  verify_key: {COSIGN_PUB}\n")
+    gone = invoke("-f", str(config), "undeploy", "--target", "kubectl", "--registry", registry.address, env=env)
+    assert gone.returncode == 0, gone.stderr
+    delete = json.loads(record.read_text().splitlines()[1])["argv"]
+    deleted = [Path(delete[i + 1]).name for i, arg in enumerate(delete) if arg == "-f"]
+    assert deleted == ["fractalify.pod.yaml"]  # the policy guards the repository, not this workload
