@@ -176,7 +176,7 @@ def test_policy_mistakes_are_one_line(env, tmp_path):
                           env=env), "the policy name", "DNS-1123 label")
 
 
-def test_kubectl_applies_the_policy_with_the_pinned_pod(registry, env, tmp_path):
+def test_kubectl_applies_the_policy_with_the_pinned_pod_and_undeploy_leaves_it(registry, env, tmp_path):
     path, record = fake_kubectl(tmp_path)
     env = {**env, **path}
     assert invoke("push", "--registry", registry.address, env=env).returncode == 0
