@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ CONFIG_BYTES = b"{}"
 # Which build an artifact carries: the WebAssembly features its module uses beyond the MVP
 # (rustc's names, comma-separated). Without "simd128" it loads on Krustlet's wasmtime 0.30.
 WASM_FEATURES_ANNOTATION = "io.wasmpod.wasm.features"
+_SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
 # Media types a pull accepts for the manifest (what Krustlet and wasm-to-oci send).
 MANIFEST_ACCEPT = ", ".join([MANIFEST_MEDIA_TYPE, "application/vnd.docker.distribution.manifest.v2+json"])
 
@@ -101,16 +103,29 @@ def compose_artifact(module: Path, provenance: Provenance, layer_digest: str | N
 
 def check_krustlet_manifest(body: bytes) -> dict:
     """Krustlet's rules for a manifest it will run; raises ValueError naming the broken rule."""
-    manifest = json.loads(body)
+    try:
+        manifest = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: a hostile "[[[[..." nested past the parser's depth
+        raise ValueError("the manifest is not JSON") from None
+    if not isinstance(manifest, dict):
+        raise ValueError("the manifest is not a JSON object")
     media_type = manifest.get("mediaType")
     if media_type not in (None, "application/vnd.docker.distribution.manifest.v2+json"):
-        raise ValueError(f"the manifest body carries mediaType {media_type!r}, which Krustlet refuses")
+        raise ValueError(f"the manifest body carries mediaType {str(media_type)[:100]!r}, which Krustlet refuses")
     layers = manifest.get("layers") or []
-    if not layers:
+    if not isinstance(layers, list) or not layers:
         raise ValueError("the manifest has no layer")
-    wrong = [layer.get("mediaType") for layer in layers if layer.get("mediaType") != LAYER_MEDIA_TYPE]
+    if not all(isinstance(layer, dict) for layer in layers):
+        raise ValueError("a layer of the manifest is not a JSON object")
+    wrong = [str(layer.get("mediaType"))[:100] for layer in layers if layer.get("mediaType") != LAYER_MEDIA_TYPE]
     if wrong:
-        raise ValueError(f"layers of type {', '.join(map(str, wrong))} are not wasm modules ({LAYER_MEDIA_TYPE})")
+        raise ValueError(f"layers of type {', '.join(wrong)} are not wasm modules ({LAYER_MEDIA_TYPE})")
+    for layer in layers:
+        # The digest goes into a URL path and the size bounds the download: both must be sane.
+        if not isinstance(layer.get("digest"), str) or not _SHA256.match(layer["digest"]):
+            raise ValueError(f"layer digest {str(layer.get('digest'))[:100]!r} is not sha256:<64 hex digits>")
+        if type(layer.get("size")) is not int or layer["size"] < 0:
+            raise ValueError(f"layer size {str(layer.get('size'))[:40]!r} is not a byte count")
     return manifest
 
 

@@ -7,12 +7,16 @@ errors that name the key.
 
 from __future__ import annotations
 
+import difflib
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import UserError
+from .localrun import env_prefix
 from .manifests import KINDS, EnvVar, check_dns_label, check_dns_subdomain, check_env_name
+from .project import Project
 from .settings import RegistrySettings
 
 REGISTRY_DEFAULTS: dict[str, Any] = {
@@ -179,7 +183,38 @@ def parse_env_pairs(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
     return parsed
 
 
-def deploy_settings(config: Any, flags: Mapping[str, Any], root: Path) -> DeploySettings:
+def declared_env(crate_dir: Path) -> tuple[str, ...] | None:
+    """The variables the crate says its module reads (`[package.metadata.wasmpod] env`), or None
+    when it does not say."""
+    manifest = crate_dir / "Cargo.toml"
+    try:
+        package = tomllib.loads(manifest.read_text())["package"]
+    except (OSError, tomllib.TOMLDecodeError, KeyError) as error:
+        raise UserError(f"cannot read the crate manifest {manifest}: {error}") from None
+    listed = ((package.get("metadata") or {}).get("wasmpod") or {}).get("env")
+    if listed is None:
+        return None
+    if not isinstance(listed, list) or not all(isinstance(name, str) for name in listed):
+        raise UserError(f"{manifest}: package.metadata.wasmpod.env must be a list of variable names")
+    return tuple(listed)
+
+
+def check_known_env(names: list[str], project: Project) -> None:
+    """A name with the workload's own prefix that its module does not read is a typo the module
+    would ignore without a word (FRACTALIFY_MAXITER): refused, with the nearest known name."""
+    known = declared_env(project.crate_dir)
+    if known is None:
+        return
+    prefix = env_prefix(project.crate_name)
+    for name in names:
+        if name.startswith(prefix) and name not in known:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {near[0]}?" if near else f"it reads {', '.join(known)}"
+            raise UserError(f"{project.crate_name} does not read {name}: {hint}")
+
+
+def deploy_settings(config: Any, flags: Mapping[str, Any], project: Project) -> DeploySettings:
+    root = project.root
     section = _section(config, "deploy", DEPLOY_DEFAULTS)
     env_config = section.get("env") or {}
     if not isinstance(env_config, Mapping):
@@ -188,6 +223,7 @@ def deploy_settings(config: Any, flags: Mapping[str, Any], root: Path) -> Deploy
     values = _merge(section, {k: v for k, v in flags.items() if k != "env"})
     env = {check_env_name(str(k)): _env_value(v, f"deploy.env.{k}") for k, v in dict(env_config).items()}
     env.update(flag_env)
+    check_known_env(list(env), project)
 
     kind = str(values["kind"]).lower()
     if kind not in KINDS:

@@ -11,7 +11,7 @@ from .atomic_files import write_atomically
 from .config import DeploySettings
 from .credentials import resolve_credentials
 from .errors import UserError
-from .local_node import LocalNode, WorkloadState
+from .local_node import DamagedState, LocalNode, WorkloadState
 from .manifests import (GUEST_INPUT, GUEST_OUTPUT, ImagePolicy, PullSecret, Workload, check_public_key_pem, render_manifests,
                         render_policy, volume_from)
 from .oci_client import Transport
@@ -230,7 +230,8 @@ def deploy_workload(project: Project, registry: RegistrySettings, settings: Depl
 
 def local_node_status(project: Project) -> str:
     states = LocalNode(node_state_dir(project)).list()
-    return "\n".join(s.describe() for s in states) if states else "nothing is deployed on the local node"
+    lines = [str(s) if isinstance(s, DamagedState) else s.describe() for s in states]
+    return "\n".join(lines) if lines else "nothing is deployed on the local node"
 
 
 def local_node_logs(project: Project, settings: DeploySettings) -> str:

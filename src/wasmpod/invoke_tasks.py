@@ -212,7 +212,7 @@ def deploy_settings_of(c, **flags):
     from .config import check_invoke_variables, deploy_settings
 
     check_invoke_variables(os.environ)
-    return deploy_settings(c.config, flags, Path(c.config.wasmpod.root))
+    return deploy_settings(c.config, flags, project_of(c))
 
 
 @task(iterable=["env"], help=DEPLOY_HELP)

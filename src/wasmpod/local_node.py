@@ -6,34 +6,50 @@ each hostPath volume at its mountPath (a WASI preopen), passes `args` as argv an
 the module in wasmtime in a background process, one per workload, under `.cache/node/`.
 
     .cache/node/<namespace>/<name>/
-        workload.json   what to run (argv, env, preopens, how many instances)
+        workload.json   what to run: a `NodeWorkload` (argv, env, preopens, how many instances)
         module.wasm     the pulled module
-        status.json     phase and per-instance state, kept current by the runner
-        runner.pid      the background runner
-        instance-N.out, instance-N.err   each instance's stdout and stderr
+        runner.json     the background runner: a `ProcessIdentity` (pid, start time, command)
+        status.json     a `RunnerStatus`: phase and each instance's state, kept current by the runner
+        runner.log      the runner's own output
+        instance-N.out, instance-N.err   each instance's stdout and stderr (of its current run)
+    .cache/node/<namespace>/.<name>.lock   flock: deploy and undeploy exclusive, status and logs shared
+
+This module is the only one that reads or writes these files; each is checked when read, and a
+damaged one is one line naming it. The runner is signalled only after its identity is checked.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from .atomic_files import write_atomically
 from .errors import UserError
 from .localrun import STOPPED, WasiRun, env_prefix, remove_instance_leftovers, run_wasi
 from .manifests import pod_specs
-from .processes import is_alive, stop
+from .processes import ProcessIdentity, find_processes
 from .reference import parse_reference
 
 STOP_TIMEOUT = 15.0
+# How long deploy waits for every instance to print its first line (the banner, before its first scan).
+START_TIMEOUT = 30.0
+# restartPolicy Always: the wait before a restart doubles from the first to the last, and is back
+# to the first once an instance has run this long (Kubernetes: 10 s to 5 min, reset after 10 min).
+BACKOFF_FIRST, BACKOFF_LAST, BACKOFF_RESET = 1.0, 30.0, 60.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,7 @@ class NodeWorkload:
     argv: list[str]
     env: dict[str, str]
     preopens: list[tuple[str, str]]  # (host directory, guest path)
+    create_dirs: list[str]  # hostPath type DirectoryOrCreate: made again before every (re)start
     instances: int  # replicas, parallel Job pods, or 1
     completions: int  # Job: how many successful runs finish it; else 0
     restart: bool  # restartPolicy Always: an instance that ends is started again
@@ -63,6 +80,7 @@ def workload_from_objects(objects: list[dict]) -> tuple[NodeWorkload, dict[str, 
     container = spec["containers"][0]
     mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts") or []}
     preopens = []
+    create_dirs: list[str] = []
     for volume in spec.get("volumes") or []:
         if "hostPath" not in volume:
             kind = next(iter(set(volume) - {"name"}), "?")
@@ -71,6 +89,7 @@ def workload_from_objects(objects: list[dict]) -> tuple[NodeWorkload, dict[str, 
         host = Path(volume["hostPath"]["path"])
         if volume["hostPath"].get("type") == "DirectoryOrCreate":
             host.mkdir(parents=True, exist_ok=True)
+            create_dirs.append(str(host))
         if not host.is_dir():
             raise UserError(f"hostPath {host} does not exist on this node: create it, or deploy with --input-dir pointing elsewhere")
         if volume["name"] in mounts:
@@ -91,6 +110,7 @@ def workload_from_objects(objects: list[dict]) -> tuple[NodeWorkload, dict[str, 
         argv=list(container.get("args") or []),
         env={e["name"]: str(e.get("value", "")) for e in container.get("env") or []},
         preopens=preopens,
+        create_dirs=create_dirs,
         instances=instances,
         completions=completions,
         restart=spec.get("restartPolicy", "Always") == "Always",
@@ -110,13 +130,99 @@ def pull_credentials(image: str, secret_names: list[str], secrets: dict[str, dic
             raise UserError(f"pull secret {name!r} is not known to the local node: deploy with --create-pull-secret")
         for value in (secret.get("data") or {}).values():
             try:
-                auths = json.loads(base64.b64decode(value)).get("auths", {})
+                config = json.loads(base64.b64decode(value))
             except ValueError:
                 continue
-            entry = auths.get(registry) or {}
-            if entry.get("username") and entry.get("password"):
+            auths = config.get("auths") if isinstance(config, dict) else None
+            entry = auths.get(registry) if isinstance(auths, dict) else None
+            if isinstance(entry, dict) and entry.get("username") and entry.get("password"):
                 return Credentials(entry["username"], password=entry["password"], source=f"pull secret {name}")
     return None
+
+
+# An instance's states, as kubectl shows a container's.
+WAITING, RUNNING, SUCCEEDED, ERROR, CRASH_LOOP, TERMINATED = (
+    "Waiting", "Running", "Succeeded", "Error", "CrashLoopBackOff", "Terminated")
+INSTANCE_STATES = (WAITING, RUNNING, SUCCEEDED, ERROR, CRASH_LOOP, TERMINATED)
+# A workload's phase; CrashLoopBackOff (as kubectl shows a Pod) while an instance waits to restart after failing.
+PHASES = ("Pending", "Running", "CrashLoopBackOff", "Succeeded", "Failed", "Stopped")
+
+
+@dataclass
+class InstanceStatus:
+    """One instance as the runner last saw it."""
+
+    index: int
+    state: str = WAITING
+    # Its current run (between runs: its last) printed its first line: the banner, before its first scan.
+    started: bool = False
+    exit_code: int | None = None  # of its last run
+    restarts: int = 0
+    last_error: str = ""  # the last line its last run wrote on stderr (or its trap)
+
+    def describe(self) -> str:
+        ended = self.state in (ERROR, CRASH_LOOP)  # a running instance's last exit is history
+        details = ([f"exit {self.exit_code}"] if ended and self.exit_code else []) + \
+                  ([f"{self.restarts} restarts"] if self.restarts else [])
+        text = f"#{self.index} {self.state}" + (f" ({', '.join(details)})" if details else "")
+        return text + (f": {self.last_error}" if ended and self.last_error else "")
+
+
+@dataclass
+class RunnerStatus:
+    """status.json: what the runner publishes."""
+
+    phase: str
+    instances: list[InstanceStatus] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: object) -> "RunnerStatus":
+        checked = _fields_of(data, cls, {"phase": lambda v: v in PHASES, "instances": lambda v: isinstance(v, list)})
+        return cls(checked["phase"], [InstanceStatus(**_fields_of(item, InstanceStatus, INSTANCE_FIELDS))
+                                      for item in checked["instances"]])
+
+
+def _fields_of(data: object, cls: type, checks: dict[str, Callable[[Any], bool]]) -> dict[str, Any]:
+    """`data` if it is an object with exactly the fields of dataclass `cls`, each passing its check."""
+    names = {f.name for f in fields(cls)}
+    if not isinstance(data, dict) or set(data) != names:
+        raise ValueError(f"expected an object with {', '.join(sorted(names))}")
+    wrong = sorted(name for name, check in checks.items() if not check(data[name]))
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)} of the wrong kind")
+    return data
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int
+
+
+def _is_texts(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+INSTANCE_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "index": _is_int, "state": lambda v: v in INSTANCE_STATES, "started": lambda v: type(v) is bool,
+    "exit_code": lambda v: v is None or _is_int(v), "restarts": _is_int, "last_error": lambda v: isinstance(v, str)}
+WORKLOAD_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "kind": lambda v: v in ("Pod", "Job", "Deployment"), "name": lambda v: isinstance(v, str),
+    "namespace": lambda v: isinstance(v, str), "image": lambda v: isinstance(v, str), "argv": _is_texts,
+    "env": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+    "preopens": lambda v: isinstance(v, list) and all(_is_texts(p) and len(p) == 2 for p in v),
+    "create_dirs": _is_texts, "instances": _is_int, "completions": _is_int, "restart": lambda v: type(v) is bool}
+
+
+def _workload_from_json(data: object) -> NodeWorkload:
+    checked = _fields_of(data, NodeWorkload, WORKLOAD_FIELDS)
+    return NodeWorkload(**{**checked, "preopens": [tuple(pair) for pair in checked["preopens"]]})
+
+
+def runner_command(directory: Path) -> tuple[str, ...]:
+    """How a workload's runner is started (after the interpreter), and so how it is recognised."""
+    return ("-m", "wasmpod.local_node", str(directory))
 
 
 @dataclass(frozen=True)
@@ -124,15 +230,131 @@ class WorkloadState:
     name: str
     namespace: str
     kind: str
-    phase: str  # Pending | Running | Succeeded | Failed | Stopped
-    instances: list[dict]
+    phase: str  # one of PHASES
+    instances: list[InstanceStatus]
     image: str
     directory: Path
+    runner_lost: bool = False  # the runner ended without saying how the workload ended
 
     def describe(self) -> str:
-        states = ", ".join(f"#{i['index']} {i['state']}" + (f" (exit {i['exit_code']})" if i.get("exit_code") not in (None, 0) else "")
-                           for i in self.instances) or "no instances"
-        return f"{self.namespace}/{self.name}  {self.kind}  {self.phase}  [{states}]  {self.image}"
+        states = ", ".join(i.describe() for i in self.instances) or "no instances"
+        note = "  (runner not running)" if self.runner_lost else ""
+        return f"{self.namespace}/{self.name}  {self.kind}  {self.phase}  [{states}]  {self.image}{note}"
+
+    def first_failure(self) -> InstanceStatus | None:
+        """The first instance whose run ended in an error."""
+        return next((i for i in self.instances if i.state in (ERROR, CRASH_LOOP) and i.exit_code), None)
+
+
+class DamagedState(UserError):
+    """A state file of the local node that is missing, truncated, empty or of the wrong shape."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        namespace, name = path.parent.parent.name, path.parent.name
+        super().__init__(f"{path} is damaged ({why}): `invoke undeploy --name {name} --namespace {namespace}` "
+                         "stops the workload and removes it")
+
+
+def _load(path: Path, parse: Callable[[object], Any]) -> Any:
+    """A state file, checked: its text, its JSON, its shape."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DamagedState(path, "missing") from None
+    except OSError as error:
+        raise DamagedState(path, error.strerror or str(error)) from None
+    if not text.strip():
+        raise DamagedState(path, "empty")
+    try:
+        return parse(json.loads(text))
+    except ValueError as error:
+        raise DamagedState(path, f"not what the local node writes: {str(error).splitlines()[0]}") from None
+    except (TypeError, KeyError, AttributeError):
+        raise DamagedState(path, "not what the local node writes: wrong shape") from None
+
+
+def _write_json(path: Path, value: object) -> None:
+    write_atomically(path, json.dumps(value, indent=2))
+
+
+class WorkloadFiles:
+    """One workload's directory: the only reader and writer of its state files."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.workload_file = directory / "workload.json"
+        self.runner_file = directory / "runner.json"
+        self.status_file = directory / "status.json"
+        self.module = directory / "module.wasm"
+
+    def exists(self) -> bool:
+        return self.directory.is_dir()
+
+    def workload(self) -> NodeWorkload:
+        return _load(self.workload_file, _workload_from_json)
+
+    def write_workload(self, workload: NodeWorkload) -> None:
+        _write_json(self.workload_file, asdict(workload))
+
+    def status(self) -> RunnerStatus:
+        return _load(self.status_file, RunnerStatus.from_json)
+
+    def write_status(self, status: RunnerStatus) -> None:
+        _write_json(self.status_file, status.as_json())
+
+    def runner(self) -> ProcessIdentity:
+        """The runner as recorded; a record that names anything but this directory's runner is damaged."""
+        def parse(data: object) -> ProcessIdentity:
+            identity = ProcessIdentity.from_json(data)
+            if identity.command != runner_command(self.directory):
+                raise ValueError("it names another command than this workload's runner")
+            return identity
+
+        return _load(self.runner_file, parse)
+
+    def write_runner(self, identity: ProcessIdentity) -> None:
+        _write_json(self.runner_file, identity.as_json())
+
+    def running_runners(self) -> list[ProcessIdentity]:
+        """This workload's runner if it runs: the recorded one, checked, or (record damaged or
+        stale) any process whose command line is this directory's runner."""
+        try:
+            recorded = self.runner()
+            if recorded.is_running():
+                return [recorded]
+        except DamagedState:
+            pass
+        return find_processes(runner_command(self.directory))
+
+    def stdout(self, index: int) -> Path:
+        return self.directory / f"instance-{index}.out"
+
+    def stderr(self, index: int) -> Path:
+        return self.directory / f"instance-{index}.err"
+
+    def instance_logs(self) -> list[tuple[int, Path, Path]]:
+        indices = sorted(int(p.stem.split("-")[1]) for p in self.directory.glob("instance-*.out")
+                         if p.stem.split("-")[1].isdigit())
+        return [(i, self.stdout(i), self.stderr(i)) for i in indices]
+
+
+def _last_line(path: Path) -> str:
+    """The last non-empty line of `path` (its end only: a log can be long)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+            lines = handle.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1].strip()[:500] if lines else ""
+
+
+def _has_first_line(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return b"\n" in handle.read(65536)
+    except OSError:
+        return False
 
 
 class LocalNode:
@@ -142,9 +364,36 @@ class LocalNode:
     def workload_dir(self, namespace: str, name: str) -> Path:
         return self.state_dir / namespace / name
 
+    @contextmanager
+    def _locked(self, namespace: str, name: str, exclusive: bool) -> Iterator[WorkloadFiles]:
+        """The workload's lock, beside its directory (which undeploy removes): deploy and
+        undeploy hold it exclusively, status and logs shared."""
+        lock_dir = self.state_dir / namespace
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        path = self._lock_file(namespace, name)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            # undeploy removes the file under its lock: a lock taken on a removed file locks nothing.
+            try:
+                current = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        try:
+            yield WorkloadFiles(self.workload_dir(namespace, name))
+        finally:
+            os.close(fd)
+
+    def _lock_file(self, namespace: str, name: str) -> Path:
+        return self.state_dir / namespace / f".{name}.lock"
+
     def apply(self, objects: list[dict], transport_for, wait_for_job: bool = True) -> WorkloadState:
         """Pulls the module, then starts the runner in the background (replacing a workload of the
-        same name). A Job is waited for, and its end reported."""
+        same name) and waits until each instance has started its first scan. A Job is waited for
+        (without the lock, so status and logs can look meanwhile), and its end reported."""
         from .oci_client import CredentialsRequired, RegistryClient
         from .push import pull_module
 
@@ -152,7 +401,6 @@ class LocalNode:
         spec = [s for o in objects for s in pod_specs(o)][0]
         secret_names = [s["name"] for s in spec.get("imagePullSecrets") or []]
         credentials = pull_credentials(workload.image, secret_names, secrets)
-        directory = self.workload_dir(workload.namespace, workload.name)
         reference = parse_reference(workload.image)
         client = RegistryClient(reference.registry, transport_for(reference.registry), credentials)
         # Pull first: a deploy the node cannot pull changes nothing, the running workload stays.
@@ -164,130 +412,196 @@ class LocalNode:
                 raise UserError(f"{reference.registry} asks for credentials and the node pulls with the Pod's pull "
                                 "secret only (as Krustlet does): deploy with --pull-secret NAME "
                                 "--create-pull-secret") from None
-            self.delete(workload.namespace, workload.name)
-            directory.mkdir(parents=True, exist_ok=True)
-            pulled.replace(directory / "module.wasm")
-        (directory / "workload.json").write_text(json.dumps(asdict(workload), indent=2))
-        _write_json(directory / "status.json", {"phase": "Pending", "instances": []})
-        log = (directory / "runner.log").open("ab")
-        process = subprocess.Popen([sys.executable, "-m", "wasmpod.local_node", str(directory)],
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        (directory / "runner.pid").write_text(str(process.pid))
-        if workload.kind == "Job" and wait_for_job:
-            while process.poll() is None:
-                time.sleep(0.2)
-        else:
-            # Report a workload that dies at once (a module that cannot start) instead of "Running".
-            deadline = time.monotonic() + 1.0
-            while time.monotonic() < deadline and process.poll() is None and self._read(directory).phase == "Pending":
-                time.sleep(0.05)
-        return self._read(directory)
+            with self._locked(workload.namespace, workload.name, exclusive=True) as files:
+                self._remove(files)
+                files.directory.mkdir(parents=True)
+                pulled.replace(files.module)
+                files.write_workload(workload)
+                files.write_status(RunnerStatus("Pending"))
+                with (files.directory / "runner.log").open("ab") as log:
+                    process = subprocess.Popen([sys.executable, *runner_command(files.directory)],
+                                               stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+                identity = ProcessIdentity.of(process.pid, runner_command(files.directory), just_started=True)
+                if identity is None:
+                    raise UserError(f"the local node's runner for {workload.namespace}/{workload.name} ended at "
+                                    f"once: see {files.directory / 'runner.log'}")
+                files.write_runner(identity)
+                if workload.kind != "Job":
+                    return self._wait_until_started(files, process)
+        if wait_for_job:
+            process.wait()
+        with self._locked(workload.namespace, workload.name, exclusive=False) as files:
+            if not files.exists():
+                raise UserError(f"{workload.namespace}/{workload.name} was undeployed while deploy waited for it")
+            return self._read(files)
 
-    def _read(self, directory: Path) -> WorkloadState:
-        workload = json.loads((directory / "workload.json").read_text())
-        try:
-            status = json.loads((directory / "status.json").read_text())
-        except (OSError, ValueError):
-            status = {"phase": "Unknown", "instances": []}
-        phase = status.get("phase", "Unknown")
-        if phase in ("Pending", "Running") and not is_alive(_read_pid(directory)):
+    def _wait_until_started(self, files: WorkloadFiles, process: subprocess.Popen) -> WorkloadState:
+        """Until every instance has printed its first line; an instance that ends first fails
+        the deploy with its own last line (the workload stays, as Kubernetes keeps a Pod)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            process.poll()  # reaps the runner if it ended
+            state = self._read(files)
+            failed = state.first_failure()
+            if failed is not None:
+                raise UserError(f"{state.namespace}/{state.name} instance #{failed.index} exited with status "
+                                f"{failed.exit_code}: {failed.last_error or '(nothing on stderr)'}")
+            if state.runner_lost or state.phase not in ("Pending", "Running"):
+                return state
+            if state.instances and all(i.started for i in state.instances):
+                return state
+            if time.monotonic() > deadline:
+                raise UserError(f"{state.namespace}/{state.name} did not start within {START_TIMEOUT:.0f} s: "
+                                f"see `invoke logs --name {state.name}` and `invoke status`")
+            time.sleep(0.05)
+
+    def _read(self, files: WorkloadFiles) -> WorkloadState:
+        """The workload as its files say, made honest: without a running runner nothing runs."""
+        workload = files.workload()
+        status = files.status()
+        runner_lost = status.phase in ("Pending", "Running", "CrashLoopBackOff") and not files.runner().is_running()
+        phase, instances = status.phase, status.instances
+        if runner_lost:
             phase = "Failed"
-        return WorkloadState(workload["name"], workload["namespace"], workload["kind"], phase,
-                             status.get("instances", []), workload["image"], directory)
+            instances = [InstanceStatus(i.index, TERMINATED if i.state in (RUNNING, CRASH_LOOP, WAITING) else i.state,
+                                        False, i.exit_code, i.restarts, i.last_error) for i in instances]
+        return WorkloadState(workload.name, workload.namespace, workload.kind, phase, instances, workload.image,
+                             files.directory, runner_lost)
 
-    def list(self) -> list[WorkloadState]:
-        return [self._read(d) for d in sorted(self.state_dir.glob("*/*")) if (d / "workload.json").exists()]
+    def status(self, namespace: str, name: str) -> WorkloadState:
+        with self._locked(namespace, name, exclusive=False) as files:
+            if not files.exists():
+                raise UserError(f"no workload {namespace}/{name} on the local node (see `invoke status`)")
+            return self._read(files)
+
+    def list(self) -> list[WorkloadState | DamagedState]:
+        """Every workload's state; a damaged one as the error that says what to do."""
+        states: list[WorkloadState | DamagedState] = []
+        for directory in sorted(d for d in self.state_dir.glob("[!.]*/[!.]*") if d.is_dir()):  # not .pull-* staging
+            with self._locked(directory.parent.name, directory.name, exclusive=False) as files:
+                if files.exists():
+                    try:
+                        states.append(self._read(files))
+                    except DamagedState as damaged:
+                        states.append(damaged)
+        return states
 
     def logs(self, namespace: str, name: str) -> str:
-        directory = self.workload_dir(namespace, name)
-        if not (directory / "workload.json").exists():
-            raise UserError(f"no workload {namespace}/{name} on the local node (see `invoke status`)")
-        parts = []
-        for out in sorted(directory.glob("instance-*.out"), key=lambda p: int(p.stem.split("-")[1])):
-            err = out.with_suffix(".err")
-            parts.extend(f"[{out.stem}] {line}" for line in out.read_text(errors="replace").splitlines())
-            if err.exists():
-                parts.extend(f"[{out.stem} stderr] {line}" for line in err.read_text(errors="replace").splitlines())
-        return "\n".join(parts)
+        with self._locked(namespace, name, exclusive=False) as files:
+            if not files.exists():
+                raise UserError(f"no workload {namespace}/{name} on the local node (see `invoke status`)")
+            files.workload()  # checked: a damaged workload says so
+            parts = []
+            for index, out, err in files.instance_logs():
+                parts.extend(f"[instance-{index}] {line}" for line in out.read_text(errors="replace").splitlines())
+                if err.exists():
+                    parts.extend(f"[instance-{index} stderr] {line}" for line in err.read_text(errors="replace").splitlines())
+            return "\n".join(parts)
 
     def delete(self, namespace: str, name: str) -> bool:
         """Stops the runner (its instances are interrupted and their claims removed) and forgets
-        the workload. Returns whether there was one."""
-        directory = self.workload_dir(namespace, name)
-        if not directory.exists():
+        the workload, whatever state its files are in. Returns whether there was one."""
+        with self._locked(namespace, name, exclusive=True) as files:
+            removed = self._remove(files)
+            self._lock_file(namespace, name).unlink()  # still held: see _locked
+            return removed
+
+    def _remove(self, files: WorkloadFiles) -> bool:
+        """Under the exclusive lock: stop our runner (found by its checked identity or, that
+        lost, by its command line; never any other process), remove what its instances left in
+        their directories (a runner killed outright could not), then the directory."""
+        if not files.exists():
             return False
-        pid = _read_pid(directory)
-        if is_alive(pid):
-            stop(pid, STOP_TIMEOUT, group=True)
-        for path in sorted(directory.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
-        directory.rmdir()
+        for runner in files.running_runners():
+            runner.stop(STOP_TIMEOUT, group=True)
+        try:
+            workload = files.workload()
+        except DamagedState:
+            workload = None  # where its instances wrote is lost with it; a restarted instance of that id takes its claims back
+        if workload is not None:
+            for index in range(max(workload.completions, workload.instances)):
+                for host, _guest in workload.preopens:
+                    if Path(host).is_dir():
+                        remove_instance_leftovers(Path(host), instance_id(workload, index))
+        shutil.rmtree(files.directory)
         return True
 
 
-def _read_pid(directory: Path) -> int | None:
-    try:
-        return int((directory / "runner.pid").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, value: object) -> None:
-    write_atomically(path, json.dumps(value, indent=2))
+def instance_id(workload: NodeWorkload, index: int) -> str:
+    return f"{workload.name}-{index}"
 
 
 def run_workload(directory: Path) -> int:
     """The background runner: runs the workload's instances until they end or SIGTERM."""
-    workload = NodeWorkload(**json.loads((directory / "workload.json").read_text()))
-    module = directory / "module.wasm"
+    files = WorkloadFiles(directory)
+    workload = files.workload()
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     lock = threading.Lock()
-    instances = [{"index": i, "state": "Waiting", "exit_code": None, "restarts": 0} for i in range(max(workload.completions, workload.instances))]
+    instances = [InstanceStatus(i) for i in range(max(workload.completions, workload.instances))]
     prefix = env_prefix(workload.argv[0] if workload.argv else workload.name)
+    phase = "Running"
 
-    def publish(phase: str) -> None:
+    def publish(**changes: Any) -> None:
+        """Changes one instance (`index=`) and writes status.json."""
         with lock:
-            _write_json(directory / "status.json", {"phase": phase, "instances": instances})
+            if "index" in changes:
+                instance = instances[changes.pop("index")]
+                for key, value in changes.items():
+                    setattr(instance, key, value)
+            crashing = phase == "Running" and any(i.state == CRASH_LOOP for i in instances)
+            files.write_status(RunnerStatus("CrashLoopBackOff" if crashing else phase, instances))
 
     def run_instance(index: int) -> None:
-        instance_id = f"{workload.name}-{index}"
-        env = {**workload.env, f"{prefix}INSTANCE": instance_id}
+        own_id = instance_id(workload, index)
+        env = {**workload.env, f"{prefix}INSTANCE": own_id}
         if workload.kind == "Job" and workload.completions > 1:
             env["JOB_COMPLETION_INDEX"] = str(index)
+        out, err = files.stdout(index), files.stderr(index)
         # Two files: wasmtime opens each path itself, so one shared file would be overwritten.
-        run = WasiRun(module, tuple(workload.argv), tuple((Path(h), g) for h, g in workload.preopens),
-                      tuple(sorted(env.items())), stdout=directory / f"instance-{index}.out",
-                      stderr=directory / f"instance-{index}.err")
-        backoff = 1.0
-        while True:
-            with lock:
-                instances[index]["state"] = "Running"
-            publish("Running")
-            try:
-                result = run_wasi(run, stopping)
-            except UserError as error:
-                with (directory / f"instance-{index}.err").open("a") as log:
-                    log.write(f"local node: {error}\n")
-                result = None
-            status = 1 if result is None else result.status
-            with lock:
-                instances[index]["exit_code"] = None if status == STOPPED else status
-                instances[index]["state"] = "Stopped" if status == STOPPED else ("Succeeded" if status == 0 else "Failed")
-            if status == STOPPED:
-                for host, _guest in workload.preopens:
-                    remove_instance_leftovers(Path(host), instance_id)
-                return
-            if not workload.restart or stopping.is_set():
-                return
-            with lock:
-                instances[index]["restarts"] += 1
-            if stopping.wait(backoff):
-                return
-            backoff = min(backoff * 2, 30.0)
+        run = WasiRun(files.module, tuple(workload.argv), tuple((Path(h), g) for h, g in workload.preopens),
+                      tuple(sorted(env.items())), stdout=out, stderr=err)
 
-    publish("Running")
+        def watch() -> None:
+            if not instances[index].started and _has_first_line(out):
+                publish(index=index, started=True)
+
+        backoff = BACKOFF_FIRST
+        while True:
+            for host in workload.create_dirs:  # the module exits 75 when its output directory went away
+                Path(host).mkdir(parents=True, exist_ok=True)
+            for log in (out, err):
+                log.write_bytes(b"")  # this run's output only, so its first line is its own
+            publish(index=index, state=RUNNING, started=False)
+            began = time.monotonic()
+            try:
+                result = run_wasi(run, stopping, watch)
+                status, trap = result.status, result.trap
+            except UserError as error:
+                with err.open("a") as log:
+                    log.write(f"local node: {error}\n")
+                status, trap = 1, None
+            for host, _guest in workload.preopens:  # an interrupted or killed run leaves claims
+                remove_instance_leftovers(Path(host), own_id)
+            if status == STOPPED and stopping.is_set():
+                publish(index=index, state=TERMINATED, started=False)
+                return
+            last = trap or _last_line(err) or ("killed by a signal" if status == STOPPED else "")
+            # A run that printed its first line had started, even if it ended before `watch` saw it.
+            ended = {"exit_code": status, "last_error": last if status else "", "started": _has_first_line(out)}
+            if not workload.restart:
+                publish(index=index, state=SUCCEEDED if status == 0 else ERROR, **ended)
+                return
+            if time.monotonic() - began >= BACKOFF_RESET:
+                backoff = BACKOFF_FIRST
+            publish(index=index, state=CRASH_LOOP, restarts=instances[index].restarts + 1, **ended)
+            if stopping.wait(backoff):
+                publish(index=index, state=TERMINATED)
+                return
+            backoff = min(backoff * 2, BACKOFF_LAST)
+
+    publish()
     if workload.kind == "Job":
         # Up to `instances` at once until `completions` runs have been made.
         pending = list(range(len(instances)))
@@ -307,9 +621,10 @@ def run_workload(directory: Path) -> int:
             thread.start()
         for thread in threads:
             thread.join()
-    states = {i["state"] for i in instances}
-    phase = "Stopped" if stopping.is_set() else ("Succeeded" if states == {"Succeeded"} else "Failed")
-    publish(phase)
+    # A Job with any failed instance is Failed, as in Kubernetes.
+    states = {i.state for i in instances}
+    phase = "Stopped" if stopping.is_set() else ("Succeeded" if states == {SUCCEEDED} else "Failed")
+    publish()
     return 0 if phase in ("Succeeded", "Stopped") else 1
 
 

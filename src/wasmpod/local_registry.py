@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .processes import is_alive, stop
+from .atomic_files import write_atomically
+from .processes import ProcessIdentity
 
 DEFAULT_PORT = 5000
 START_TIMEOUT = 10.0
@@ -66,12 +67,22 @@ class LocalRegistry:
         except (urllib.error.URLError, OSError):
             return None
 
-    def _our_pid(self) -> int | None:
+    @property
+    def _command(self) -> tuple[str, ...]:
+        return ("serve", str(self.directory / "config.yml"))
+
+    def _ours(self) -> ProcessIdentity | None:
+        """The registry we started, if it still runs: a pid file that is damaged, or names a
+        process that is not this registry (pid reused, file planted), names nothing."""
         try:
-            pid = json.loads(self._pid_file.read_text())["pid"]
-        except (OSError, ValueError, KeyError):
+            identity = ProcessIdentity.from_json(json.loads(self._pid_file.read_text())["process"])
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        return pid if is_alive(pid) else None
+        return identity if identity.command == self._command and identity.is_running() else None
+
+    def _our_pid(self) -> int | None:
+        ours = self._ours()
+        return ours.pid if ours else None
 
     def status(self) -> RegistryState:
         answers = self._answers()
@@ -93,9 +104,11 @@ class LocalRegistry:
                "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str((self.data_dir / "storage").resolve())}
         with self.log_file.open("ab") as log:
             # A session of its own: the registry outlives the invoke command that started it.
-            process = subprocess.Popen([binary, "serve", str(self.directory / "config.yml")], env=env,
+            process = subprocess.Popen([binary, *self._command], env=env,
                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        self._pid_file.write_text(json.dumps({"pid": process.pid, "port": self.port}))
+        identity = ProcessIdentity.of(process.pid, self._command, just_started=True)
+        if identity is not None:  # None: it has already ended, which the loop below reports
+            write_atomically(self._pid_file, json.dumps({"process": identity.as_json(), "port": self.port}))
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -110,12 +123,12 @@ class LocalRegistry:
 
     def down(self) -> RegistryState:
         """Stops the registry we started; one we did not start is left alone."""
-        pid = self._our_pid()
-        if pid is None:
+        ours = self._ours()
+        if ours is None:
             self._pid_file.unlink(missing_ok=True)
             if self._answers():
                 raise UserError(f"the registry on {self.address} was not started by this project: stop it where it was started")
             return self.status()
-        stop(pid, timeout=10)
+        ours.stop(timeout=10)
         self._pid_file.unlink(missing_ok=True)
         return self.status()

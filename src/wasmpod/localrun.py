@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,9 @@ from .errors import UserError
 
 # Exit status reported when the run was stopped from outside (128 + SIGINT, as a shell does).
 STOPPED = 130
+# The module's exit status when its output directory was removed under it (its contract): it
+# can never write through that directory again, and a restart opens the one there now.
+OUTPUT_REMOVED = 75
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,11 @@ class RunResult:
     trap: str | None = field(default=None)
 
 
-def run_wasi(run: WasiRun, stop: threading.Event | None = None) -> RunResult:
+def run_wasi(run: WasiRun, stop: threading.Event | None = None,
+             watch: Callable[[], None] | None = None) -> RunResult:
     """Runs `run` to its end; with `stop`, until `stop` is set or Ctrl-C, which end it with
-    `STOPPED` (the caller removes what it left).
+    `STOPPED` (the caller removes what it left). A stoppable run calls `watch` about ten times a
+    second while it runs (the local node looks there for an instance's first line).
 
     wasmtime's interruption checks are never compiled in: epoch interruption puts a check on
     every loop back-edge, which made the module a fifth slower (decoding, the kernel and
@@ -55,6 +60,8 @@ def run_wasi(run: WasiRun, stop: threading.Event | None = None) -> RunResult:
     try:
         result = process.wait(timeout=0.1)
         while result is None:
+            if watch is not None:
+                watch()
             result = process.stop() if stop.is_set() else process.wait(timeout=0.1)
     except KeyboardInterrupt:
         result = process.stop()
@@ -270,6 +277,12 @@ def run_on_directories(
     stop = threading.Event()
     with _sigterm_stops(stop):
         result = run_wasi(run, stop)  # stoppable by Ctrl-C and SIGTERM
+        # A watcher whose output directory was removed ends for a restart, as the local node
+        # restarts it: start it again on the directory there now (made again if need be).
+        while result.status == OUTPUT_REMOVED and not stop.is_set():
+            output_dir.mkdir(parents=True, exist_ok=True)
+            print(f"run: starting {program} again on the output directory {output_dir} there now", file=sys.stderr)
+            result = run_wasi(run, stop)
     if result.status == STOPPED:
         remove_instance_leftovers(output_dir, instance)
     return result

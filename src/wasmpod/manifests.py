@@ -107,6 +107,10 @@ class PullSecret:
     username: str
     password: str = field(repr=False)
 
+    def __post_init__(self) -> None:
+        for what, value in (("user name", self.username), ("password", self.password)):
+            _check_unicode(value, f"the registry {what}")
+
     @property
     def dockerconfigjson_base64(self) -> str:
         auth = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
@@ -168,6 +172,15 @@ def check_env_name(name: str) -> str:
     return name
 
 
+def _check_unicode(value: str, what: str) -> None:
+    """Text from the environment can hold undecodable bytes (as lone surrogates), which no YAML
+    or JSON file can carry."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise UserError(f"{what} holds bytes that are not UTF-8 text: set it again as text") from None
+
+
 class _Quoted(str):
     """A value that went through `q`."""
 
@@ -179,6 +192,8 @@ def _quote(value: object) -> _Quoted:
         str(value)  # StrictUndefined raises the error that names what is missing
     if isinstance(value, bool) or value is None or not isinstance(value, (str, int)):
         raise UserError(f"a template was given {value!r} ({type(value).__name__}); only text and whole numbers fit")
+    if isinstance(value, str):
+        _check_unicode(value, "a value for the templates")  # not shown: it may be a secret
     return _Quoted(_YAML_UNSAFE.sub(_yaml_escape, json.dumps(value, ensure_ascii=False)))
 
 

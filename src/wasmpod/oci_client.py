@@ -2,6 +2,12 @@
 a bounded retry policy, time-outs, the auth scheme chosen from the registry's challenge
 (Basic, or Bearer with per-scope tokens and ACR identity tokens), and one clear error per failure.
 
+Bounds on everything a registry sends (a registry may be broken or hostile): every answer is
+streamed and read here with a cap (1 MiB for small answers, 4 MiB for a manifest, a blob's
+declared size), and every request has a deadline on progress (`_StallGuard`): headers within
+30 s, then 64 KiB of body per 30 s, else its socket is shut down and the transfer fails. A
+request body goes out 64 KiB at a time, each piece within 30 s.
+
 ORAS-py's own retry sleeps 3+5+11+29+83 s on any error, its default `token` backend fails on a
 Basic challenge, and its `push()` writes a manifest Krustlet refuses; so we use its `Registry`
 for requests, containers and blob uploads, and replace `do_request`'s retry and the auth backend.
@@ -10,7 +16,10 @@ for requests, containers and blob uploads, and replace `do_request`'s retry and 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +42,14 @@ RETRY_BUDGET = 30.0  # seconds of back-off in all, per client
 TRANSIENT_STATUS = {502, 503, 504}
 CHUNKED_ABOVE = 8 * 1024 * 1024  # blobs larger than this are streamed in chunks
 CHUNK_SIZE = 4 * 1024 * 1024
+# Bounds on what a registry sends.
+SMALL_BODY_LIMIT = 1 << 20  # errors, token answers, upload-session answers: a few hundred bytes in practice
+MANIFEST_LIMIT = 4 << 20  # what registries themselves accept (distribution's default limit)
+HEADERS_WITHIN = 30.0  # seconds from the request sent to the whole status line and headers
+PROGRESS_WINDOW = 30.0  # seconds in which a body must make PROGRESS_BYTES of progress (or end)
+PROGRESS_BYTES = 64 * 1024
+READ_PIECE = 16 * 1024  # small enough that progress is seen well within a window on a slow link
+MAX_REDIRECTS = 5
 
 ProgressCallback = Callable[[int, int], None]  # (bytes sent so far, total)
 
@@ -102,6 +119,7 @@ class ChallengeAuth(oras.auth.TokenAuth):
 
     def authenticate_request(self, original: requests.Response, headers: dict, refresh: bool = False):
         header = original.headers.get("WWW-Authenticate")
+        original.close()  # its body is never read: free the connection and its stall guard
         if not header:
             return headers, False
         challenge = _Challenge(header)
@@ -127,18 +145,24 @@ class ChallengeAuth(oras.auth.TokenAuth):
             raise UserError(f"registry {self.registry} sent a Bearer challenge without a realm")
         params = {k: v for k, v in challenge.params.items() if k in ("service", "scope")}
         creds = self.credentials
+        # Streamed, so the answer is read here with a bound, not whole by requests.
+        options = {"verify": self._tls_verify, "timeout": (CONNECT_TIMEOUT, READ_TIMEOUT), "stream": True}
+        _StallGuard.forget()
         try:
             if creds and creds.identity_token:
                 # An identity token is an OAuth2 refresh token: exchange it for an access token.
                 form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token, **params}
-                answer = self.session.post(realm, data=form, verify=self._tls_verify, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+                answer = self.session.post(realm, data=form, **options)
             elif creds:
-                answer = self.session.get(realm, params=params, headers={"Authorization": creds.basic_header()},
-                                          verify=self._tls_verify, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+                answer = self.session.get(realm, params=params, headers={"Authorization": creds.basic_header()}, **options)
             else:
-                answer = self.session.get(realm, params=params, verify=self._tls_verify, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+                answer = self.session.get(realm, params=params, **options)
         except requests.exceptions.RequestException as error:
+            guard = _StallGuard.fired_on_this_thread()
+            if guard is not None:
+                raise stalled(guard.host) from None
             raise UserError(f"cannot reach the token service {realm} of {self.registry}: {_reason(error)}") from None
+        _read_whole(answer, SMALL_BODY_LIMIT, "a token answer")
         # OAuth2 answers a bad or expired refresh token with 400 invalid_grant (RFC 6749, 5.2).
         if answer.status_code in (401, 403) or (answer.status_code == 400 and creds and creds.identity_token):
             raise refused_credentials(self.registry, creds)
@@ -147,7 +171,7 @@ class ChallengeAuth(oras.auth.TokenAuth):
         try:
             body = answer.json()
             return body.get("token") or body["access_token"]
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise UserError(f"the token service {realm} of {self.registry} sent no token") from None
 
 
@@ -194,11 +218,195 @@ def _is_unreachable(error: requests.exceptions.ConnectionError) -> bool:
     return isinstance(reason, urllib3.exceptions.NewConnectionError) or isinstance(first, urllib3.exceptions.NewConnectionError)
 
 
+class _StallGuard:
+    """A deadline on progress for one request on one socket: the status line and headers within
+    HEADERS_WITHIN seconds, then PROGRESS_BYTES of body per PROGRESS_WINDOW. A per-recv read
+    time-out cannot see a registry that trickles one byte a second; this can. When the deadline
+    passes, a daemon thread shuts the socket down, so the blocked read ends at once."""
+
+    _current = threading.local()  # the guard of this thread's latest request: did it fire?
+
+    def __init__(self, sock: socket.socket, host: str):
+        self.host = host
+        self.fired = False
+        self._sock = sock
+        self._deadline = time.monotonic() + HEADERS_WITHIN
+        self._progress = 0
+        self._done = threading.Event()
+        _StallGuard._current.guard = self
+        threading.Thread(target=self._watch, name=f"stall-guard {host}", daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(max(0.0, self._deadline - time.monotonic()) + 0.05):
+            if time.monotonic() >= self._deadline:
+                self.fired = True
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already closed: nothing is blocked on it
+                return
+
+    def progressed(self, count: int) -> None:
+        """`count` more bytes of body arrived: a full PROGRESS_BYTES opens a new window."""
+        self._progress += count
+        if self._progress >= PROGRESS_BYTES:
+            self._progress = 0
+            self._deadline = time.monotonic() + PROGRESS_WINDOW
+
+    def stop(self) -> None:
+        self._done.set()
+
+    @classmethod
+    def forget(cls) -> None:
+        cls._current.guard = None
+
+    @classmethod
+    def fired_on_this_thread(cls) -> "_StallGuard | None":
+        guard = getattr(cls._current, "guard", None)
+        return guard if guard is not None and guard.fired else None
+
+
+class _GuardedConnectionMixin:
+    """urllib3 connections with the same deadline on progress both ways: a request's body goes
+    out PROGRESS_BYTES at a time, each within PROGRESS_WINDOW, and each response gets a
+    `_StallGuard` once the request is sent. (urllib3 sends the body with the socket's time-out
+    set to the connect time-out, 5 s, and `sendall` makes that a total: a 4 MiB chunk on an
+    uplink under 1 MB/s would fail every time.)"""
+
+    _stall_guard: _StallGuard | None = None
+
+    def send(self, data) -> None:  # type: ignore[no-untyped-def]
+        if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) <= PROGRESS_BYTES:
+            return super().send(data)
+        if self.sock is None:
+            self.connect()  # within the connect time-out, as http.client would
+        self.sock.settimeout(PROGRESS_WINDOW)
+        try:
+            view = memoryview(data)
+            for start in range(0, len(view), PROGRESS_BYTES):
+                super().send(view[start:start + PROGRESS_BYTES])
+        finally:
+            self.sock.settimeout(self.timeout)
+
+    def getresponse(self):  # type: ignore[no-untyped-def]
+        self._end_guard()
+        guard = _StallGuard(self.sock, f"{self.host}:{self.port}")
+        self._stall_guard = guard
+        try:
+            response = super().getresponse()
+        except BaseException:
+            guard.stop()
+            raise
+        response.stall_guard = guard  # the body's reader reports progress to it
+        return response
+
+    def close(self) -> None:
+        self._end_guard()
+        super().close()
+
+    def _end_guard(self) -> None:
+        if self._stall_guard is not None:
+            self._stall_guard.stop()
+            self._stall_guard = None
+
+
+class _GuardedHTTPConnection(_GuardedConnectionMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_GuardedConnectionMixin, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _GuardedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+def _guard_session(session: requests.Session) -> None:
+    """Every connection of `session` gets a stall guard, and redirect answers are read bounded
+    (requests would read a redirect's whole body to free its connection)."""
+    for adapter in session.adapters.values():
+        if isinstance(adapter, requests.adapters.HTTPAdapter):
+            adapter.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+    session.max_redirects = MAX_REDIRECTS
+    session.hooks["response"].append(_read_redirect_bounded)
+
+
+def _read_redirect_bounded(response: requests.Response, **_: object) -> requests.Response:
+    if response.is_redirect:
+        _read_whole(response, SMALL_BODY_LIMIT, "a redirect")
+    return response
+
+
+def stalled(host: str) -> UserError:
+    return UserError(f"registry {host} stalled: no progress within {HEADERS_WITHIN:.0f} s (it stopped answering "
+                     "or trickles); try again later")
+
+
+def _stream_body(response: requests.Response, limit: int, write: Callable[[bytes], object], host: str) -> int:
+    """Reads the body into `write`, never more than `limit` + 1 bytes (one more says it is too
+    long); returns how many bytes came. A stall or a broken connection is a UserError."""
+    guard: _StallGuard | None = getattr(response.raw, "stall_guard", None)
+    total = 0
+    try:
+        while total <= limit:
+            piece = response.raw.read(min(READ_PIECE, limit + 1 - total), decode_content=True)
+            if not piece:
+                break
+            total += len(piece)
+            if guard is not None:
+                guard.progressed(len(piece))
+            write(piece)
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        response.close()
+        if guard is not None and guard.fired:
+            raise stalled(guard.host) from None
+        raise unreachable(host, error) from None
+    finally:
+        if guard is not None:
+            guard.stop()
+    if guard is not None and guard.fired:  # shut down mid-body: what came may look like an end
+        response.close()
+        raise stalled(guard.host)
+    if total > limit:
+        response.close()  # not drained: the rest is never read
+    else:
+        response.raw.release_conn()
+    return total
+
+
+class BodyTooLarge(UserError):
+    """A registry sent more than the bound for what was asked."""
+
+
+def _read_whole(response: requests.Response, limit: int, what: str, host: str | None = None) -> None:
+    """Reads a small body (at most `limit` bytes) into `response.content`; refuses a longer one."""
+    host = host or requests.utils.urlparse(response.url).netloc
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit and response.request.method != "HEAD":
+        response.close()
+        raise BodyTooLarge(f"registry {host} sent {what} of {int(declared)} bytes, over the {_size(limit)} limit: refused")
+    buffer = bytearray()
+    if _stream_body(response, limit, buffer.extend, host) > limit:
+        raise BodyTooLarge(f"registry {host} sent {what} of more than {_size(limit)}, the limit: refused")
+    response._content = bytes(buffer)
+    response._content_consumed = True
+
+
+def _size(count: int) -> str:
+    return f"{count >> 20} MiB" if count >= 1 << 20 else f"{count} bytes"
+
+
 class _BoundedRegistry(oras.provider.Registry):
     """ORAS's Registry with time-outs, a bounded retry for transient faults only, and progress."""
 
     def __init__(self, registry: str, transport: Transport, credentials: Credentials | None):
         super().__init__(hostname=registry, insecure=transport.plain_http, tls_verify=transport.verify)
+        _guard_session(self.session)
         # ORAS sends requests without a time-out: a host that drops packets would hang for minutes.
         self.session.request = functools.partial(self.session.request, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
         self.auth = ChallengeAuth(registry, credentials)
@@ -212,25 +420,29 @@ class _BoundedRegistry(oras.provider.Registry):
         self.upload_sessions = 0
 
     def do_request(self, url, method="GET", data=None, headers=None, json=None, stream=False):
+        """One request with the retry policy. Bodies are always streamed from the socket and read
+        here with a bound; only a successful answer the caller asked to stream (a blob) is left
+        for it to read (`_stream_body`, capped at the blob's size)."""
         once = oras.provider.Registry.do_request.__wrapped__  # ORAS's request without its retry
         delay = 0.5
         while True:
+            _StallGuard.forget()
+            started = time.monotonic()
             try:
-                response = once(self, url, method, data=data, headers=dict(headers or {}), json=json, stream=stream)
-            except requests.exceptions.SSLError as error:
-                raise UserError(f"TLS with registry {self.hostname} failed ({_reason(error)}): pass --ca-file with "
-                                "the CA that signed its certificate, or --insecure to skip verification") from None
-            except requests.exceptions.ConnectTimeout:
-                raise UserError(f"registry {self.hostname} did not answer within {CONNECT_TIMEOUT:.0f} s: "
-                                "is the address right and is it running?") from None
-            except requests.exceptions.ConnectionError as error:
-                if _is_unreachable(error) or self.retry_left < delay:
-                    raise unreachable(self.hostname, error) from None
-                response = None
-            except requests.exceptions.Timeout:
-                if self.retry_left < delay:
-                    raise UserError(f"registry {self.hostname} stopped answering (no reply within {READ_TIMEOUT:.0f} s)") from None
-                response = None
+                response = once(self, url, method, data=data, headers=dict(headers or {}), json=json, stream=True)
+            except requests.exceptions.RequestException as error:
+                if _StallGuard.fired_on_this_thread():  # never retried: each try would cost another 30 s
+                    raise stalled(self.hostname) from None
+                # A failed attempt's own time counts against the budget: time-outs (a TLS handshake
+                # gets 5 s) must not each add their length to the back-off.
+                self.retry_left -= time.monotonic() - started
+                response = self._failed(error, delay)
+            except ValueError:  # ORAS: a 401/403 without a challenge to answer
+                raise UserError(f"registry {self.hostname} refused access without saying how to authenticate") from None
+            if response is not None and not (stream and response.status_code == 200):
+                manifest = method == "GET" and "/manifests/" in url
+                _read_whole(response, MANIFEST_LIMIT if manifest else SMALL_BODY_LIMIT,
+                            "a manifest" if manifest else f"an answer to {method}", self.hostname)
             if response is not None and response.status_code in TRANSIENT_STATUS and self.retry_left < delay:
                 raise UserError(f"registry {self.hostname} kept answering {response.status_code} {response.reason} "
                                 f"through {RETRY_BUDGET:.0f} s of retries: it is overloaded or down; try again later")
@@ -244,6 +456,27 @@ class _BoundedRegistry(oras.provider.Registry):
             time.sleep(delay)
             self.retry_left -= delay
             delay = min(delay * 2, 8.0)
+
+    def _failed(self, error: requests.exceptions.RequestException, delay: float) -> None:
+        """Raises the UserError for a failed request, or returns None when it is worth retrying."""
+        if isinstance(error, requests.exceptions.SSLError):
+            raise UserError(f"TLS with registry {self.hostname} failed ({_reason(error)}): pass --ca-file with "
+                            "the CA that signed its certificate, or --insecure to skip verification") from None
+        if isinstance(error, requests.exceptions.ConnectTimeout):
+            raise UserError(f"registry {self.hostname} did not answer within {CONNECT_TIMEOUT:.0f} s: "
+                            "is the address right and is it running?") from None
+        if isinstance(error, requests.exceptions.ConnectionError):
+            if _is_unreachable(error) or self.retry_left < delay:
+                raise unreachable(self.hostname, error) from None
+            return None
+        if isinstance(error, requests.exceptions.Timeout):
+            if self.retry_left < delay:
+                raise UserError(f"registry {self.hostname} stalled: it kept timing out through {RETRY_BUDGET:.0f} s of "
+                                "retries (it stopped answering or trickles); try again later") from None
+            return None
+        if isinstance(error, requests.exceptions.TooManyRedirects):
+            raise UserError(f"registry {self.hostname} redirected more than {MAX_REDIRECTS} times: refused") from None
+        raise UserError(f"the request to registry {self.hostname} failed: {_reason(error)}") from None
 
 
 def unreachable(registry: str, error: Exception) -> UserError:
@@ -342,34 +575,55 @@ class RegistryClient:
             raise UserError(f"registry {self.registry} did not return manifest {reference}: {_explain(response)}")
         return response.content, response.headers.get("Docker-Content-Digest", "")
 
-    def download_blob(self, repository: str, digest: str, into: BinaryIO) -> str:
-        """Streams a blob into `into`; returns the sha256 digest of what arrived."""
-        import hashlib
-
+    def download_blob(self, repository: str, digest: str, size: int, into: BinaryIO) -> None:
+        """Streams a blob into `into`, reading at most one byte past its declared `size`; raises
+        `BlobMismatch` when the size is wrong (said as such) or, the size right, the digest is."""
         url = f"{self._oras.prefix}://{self._container(repository).get_blob_url(digest)}"
         response = self._request(url, "GET", stream=True)
         if response.status_code != 200:
             raise UserError(f"registry {self.registry} did not return blob {digest[:19]}: {_explain(response)}")
         hasher = hashlib.sha256()
-        try:
-            for piece in response.iter_content(1 << 20):
-                hasher.update(piece)
-                into.write(piece)
-        except requests.exceptions.RequestException as error:
-            raise unreachable(self.registry, error) from None
-        return "sha256:" + hasher.hexdigest()
+        written = 0
+
+        def take(piece: bytes) -> None:
+            nonlocal written
+            piece = piece[:size - written]  # the byte past the size only proves it is too long
+            hasher.update(piece)
+            into.write(piece)
+            written += len(piece)
+
+        got = _stream_body(response, size, take, self.registry)
+        if got > size:
+            raise BlobMismatch(f"registry {self.registry} sent more than the {size} bytes blob {digest[:19]} declares "
+                               "(wrong size)")
+        if got < size:
+            raise BlobMismatch(f"registry {self.registry} sent {got} bytes of blob {digest[:19]}, which declares {size} "
+                               "(wrong size)")
+        if "sha256:" + hasher.hexdigest() != digest:
+            raise BlobMismatch(f"registry {self.registry} sent blob {digest[:19]} with digest "
+                               f"sha256:{hasher.hexdigest()[:12]} (wrong bytes)")
+
+
+class BlobMismatch(UserError):
+    """A blob arrived with the wrong size or bytes: the caller says what that means for it."""
 
 
 def _explain(response: requests.Response) -> str:
     """The registry's own error words when it sent them (OCI error JSON), else the status."""
+    # The body was read with a bound (do_request); a hostile one may still be any JSON at all.
     try:
         errors = response.json().get("errors") or []
         words = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
                           + (f" ({json.dumps(e['detail'])[:200]})" if e.get("detail") else "")
                           for e in errors if isinstance(e, dict))
         if words:
-            return f"{response.status_code} {words}"
-    except ValueError:
+            return f"{response.status_code} {_printable(words)[:500]}"
+    except (ValueError, AttributeError, TypeError, RecursionError):
         pass
-    return f"{response.status_code} {response.reason}"
+    return f"{response.status_code} {_printable(str(response.reason))[:100]}"
+
+
+def _printable(text: str) -> str:
+    """A registry's words on one line: no control characters (the error stays one line)."""
+    return "".join(char if char.isprintable() else " " for char in text)
 

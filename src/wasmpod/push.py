@@ -13,7 +13,7 @@ from .build import BuiltModule, wasm_features
 from .credentials import Credentials, resolve_credentials
 from .errors import UserError
 from .local_registry import LocalRegistry
-from .oci_client import ProgressCallback, RegistryClient, Transport
+from .oci_client import BlobMismatch, ProgressCallback, RegistryClient, Transport
 from .project import Project
 from .reference import ImageReference
 from .settings import RegistrySettings
@@ -82,12 +82,11 @@ def _verify(client: RegistryClient, target: ImageReference, artifact: Artifact) 
     body, _ = client.get_manifest(target.repository, target.tag or "")
     if sha256_digest(body) != artifact.manifest_digest:
         raise UserError(f"{target} now points to {sha256_digest(body)}, not the manifest just pushed "
-                        f"({artifact.manifest_digest}): was it pushed again meanwhile?")
-    sink = _Discard()
-    got = client.download_blob(target.repository, artifact.layer.digest, sink)
-    if got != artifact.layer.digest or sink.size != artifact.layer.size:
-        raise UserError(f"the registry returned {sink.size} bytes with digest {got} for the module layer "
-                        f"{artifact.layer.digest}: the upload was damaged; push again")
+                        f"({artifact.manifest_digest}): damaged on the way, or pushed again meanwhile?")
+    try:
+        client.download_blob(target.repository, artifact.layer.digest, artifact.layer.size, _Discard())
+    except BlobMismatch as error:
+        raise UserError(f"reading the module layer back: {error}: the upload was damaged; push again") from None
 
 
 def pull_module(client: RegistryClient, source: ImageReference, output: Path | None) -> Transfer:
@@ -104,25 +103,35 @@ def pull_module(client: RegistryClient, source: ImageReference, output: Path | N
     except ValueError as error:
         raise UserError(f"{source} is not a module Krustlet would run: {error}") from None
     layer = manifest["layers"][0]
-    title = (layer.get("annotations") or {}).get("org.opencontainers.image.title")
-    name = Path(title).name if title else f"{source.repository.rsplit('/', 1)[-1]}.wasm"
-    target = output if output is not None else Path.cwd() / name
-    if target.is_dir():
-        target = target / name
+    target = output if output is not None else Path.cwd()
+    if target.is_dir():  # only then does the layer's title name the file
+        annotations = layer.get("annotations")  # a hostile manifest may put anything here
+        title = annotations.get("org.opencontainers.image.title") if isinstance(annotations, dict) else None
+        target = target / (_plain_file_name(title) if title is not None else f"{source.repository.rsplit('/', 1)[-1]}.wasm")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as handle:
         temp = Path(handle.name)
         try:
-            got = client.download_blob(source.repository, layer["digest"], handle)
+            client.download_blob(source.repository, layer["digest"], layer["size"], handle)
+        except BlobMismatch as error:
+            temp.unlink(missing_ok=True)
+            raise UserError(f"the module layer: {error}: nothing written") from None
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-    size = temp.stat().st_size
-    if got != layer["digest"] or size != layer.get("size", size):
-        temp.unlink(missing_ok=True)
-        raise UserError(f"the module layer arrived with digest {got} ({size} bytes), not {layer['digest']}: nothing written")
     temp.replace(target)
-    return Transfer("Pulled", source, size, digest, path=target)
+    return Transfer("Pulled", source, layer["size"], digest, path=target)
+
+
+def _plain_file_name(title: object) -> str:
+    """The layer's title as a file name, only if it is a plain one: a hostile registry must not
+    pick where the module is written (`../x`, `/etc/x`), nor write a hidden file (`.bashrc`)."""
+    name = title if isinstance(title, str) else ""
+    if (not name or name.startswith(".") or "/" in name or "\\" in name or len(name.encode()) > 255
+            or any(not char.isprintable() for char in name)):
+        raise UserError(f"the module layer's title {str(title)[:80]!r} is not a plain file name: refused; "
+                        "name the output file with -o FILE")
+    return name
 
 
 def terminal_progress(label: str, stream: TextIO = sys.stderr) -> ProgressCallback | None:

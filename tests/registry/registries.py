@@ -132,3 +132,44 @@ def pushed_fields(stdout: str) -> dict[str, str]:
     fields = dict(line.split(": ", 1) for line in stdout.strip().splitlines()[-3:])
     assert list(fields) == ["Pushed", "Size", "Digest"], stdout
     return fields
+
+
+WASM = b"\0asm\1\0\0\0" + bytes(range(256)) * 64  # a small "module": 16 KiB and 8 bytes
+
+
+def store_artifact(address: str, repository: str, tag: str, layers: list[tuple[str, bytes, dict | None]],
+                   workdir: Path, credentials=None) -> tuple[bytes, list[str]]:
+    """Stores a manifest with any `layers` ((media type, bytes, annotations)) and the wasm config in
+    a real registry, through the client (so a test can store what a push never would). Returns the
+    manifest's bytes and the layers' digests."""
+    from wasmpod.artifact import CONFIG_BYTES, CONFIG_MEDIA_TYPE, Blob, sha256_digest
+    from wasmpod.oci_client import RegistryClient, Transport
+
+    client = RegistryClient(address, Transport.choose(address), credentials)
+    workdir.mkdir(parents=True, exist_ok=True)
+    descriptors = []
+    for index, (media_type, data, layer_annotations) in enumerate([(CONFIG_MEDIA_TYPE, CONFIG_BYTES, None), *layers]):
+        path = workdir / f"blob-{index}"
+        path.write_bytes(data)
+        blob = Blob(media_type, sha256_digest(data), len(data))
+        client.upload_blob(repository, blob, path)
+        descriptors.append(blob.descriptor(layer_annotations))
+    body = json.dumps({"schemaVersion": 2, "config": descriptors[0], "layers": descriptors[1:]}).encode()
+    client.put_manifest(repository, tag, body)
+    return body, [str(d["digest"]) for d in descriptors[1:]]
+
+
+def store_module(address: str, workdir: Path, title: str = "module.wasm", repository: str = "mod", tag: str = "v1",
+                 credentials=None) -> tuple[bytes, str]:
+    """`WASM` as a one-layer module titled `title`; returns the manifest's bytes and the layer's digest."""
+    from wasmpod.artifact import LAYER_MEDIA_TYPE
+
+    body, digests = store_artifact(address, repository, tag,
+                                   [(LAYER_MEDIA_TYPE, WASM, {"org.opencontainers.image.title": title})],
+                                   workdir, credentials)
+    return body, digests[0]
+
+
+def one_line(stderr: str) -> bool:
+    """The house rule for failures: exactly one line, no traceback."""
+    return len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr

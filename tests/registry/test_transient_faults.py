@@ -1,77 +1,37 @@
 """Faults: transient ones are retried with a bounded back-off; the others fail at once, clearly.
 
 The fault injector is a test double at a boundary we cannot otherwise reach (a registry that
-answers 503 or resets connections on demand): a small HTTP proxy on 127.0.0.1 in front of the
-real registry; so is the silent port (a host that never answers)."""
+answers 503 or resets connections on demand): `proxy.RegistryProxy`, a small HTTP proxy on
+127.0.0.1 in front of the real registry; so is the silent port (a host that never answers)."""
 
 from __future__ import annotations
 
-import http.client
-import http.server
 import socket
-import struct
-import threading
 import time
 
-from registries import free_port, invoke, make_registry, pushed_fields
+from proxy import RegistryProxy
+from registries import invoke, make_registry, pushed_fields
 
 
-class FlakyProxy:
+class FlakyProxy(RegistryProxy):
     """Answers 503 to (or, with `reset`, drops the connection of) the first `failures` requests for
     blob uploads, and forwards everything else."""
 
     def __init__(self, upstream: str, failures: int, reset: bool = False):
-        self.upstream = upstream
         self.failures = failures
         self.reset = reset
         self.refused = 0
-        proxy = self
+        super().__init__(upstream, intercept=self._fail)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def forward(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                if "/blobs/uploads/" in self.path and proxy.refused < proxy.failures:
-                    proxy.refused += 1
-                    if proxy.reset:  # close with RST: the client sees "connection reset by peer"
-                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                        self.close_connection = True
-                        return
-                    self.send_response(503)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                connection = http.client.HTTPConnection(proxy.upstream, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                connection.request(self.command, self.path, body=body, headers=headers)
-                answer = connection.getresponse()
-                data = answer.read()
-                self.send_response(answer.status)
-                for key, value in answer.getheaders():
-                    if key.lower() not in ("transfer-encoding", "content-length", "connection"):
-                        value = value.replace(proxy.upstream, proxy.address)
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = forward
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+    def _fail(self, request) -> bool:
+        if "/blobs/uploads/" not in request.path or self.refused >= self.failures:
+            return False
+        self.refused += 1
+        if self.reset:
+            request.reset()
+        else:
+            request.answer(503)
+        return True
 
 
 def test_two_503s_are_retried_and_the_push_succeeds(registry, clean_env):

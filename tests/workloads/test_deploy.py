@@ -7,32 +7,16 @@ import base64
 import json
 import os
 import stat
-import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
 from testkit import ROOT, invoke, wait_for
+from workload_kit import dry_run, images, one_line_error, runners
 
 from registries import PASSWORD, USER, free_port, pushed_fields
 from krustlet_pull import krustlet_pull
-
-
-def dry_run(*args: str, env: dict) -> list[dict]:
-    done = invoke("deploy", "--dry-run", *args, env=env)
-    assert done.returncode == 0, done.stderr
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
-
-
-def one_line_error(done: subprocess.CompletedProcess, *words: str) -> None:
-    assert done.returncode != 0
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def test_configuration_layers_in_order(env, tmp_path):
@@ -141,6 +125,7 @@ def test_dry_run_prints_only_yaml_changes_nothing_and_redacts_the_secret(env, tm
     assert [d["kind"] for d in docs] == ["Secret", "Pod"]
     assert PASSWORD not in done.stdout + done.stderr
     assert base64.b64encode(PASSWORD.encode()).decode() not in done.stdout
+    assert_holds_no_password(docs[0])
     secret_file = out / "fractalify-pull.secret.yaml"
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     config = json.loads(base64.b64decode(yaml.safe_load(secret_file.read_text())["data"][".dockerconfigjson"]))
@@ -148,6 +133,27 @@ def test_dry_run_prints_only_yaml_changes_nothing_and_redacts_the_secret(env, tm
     assert docs[1]["spec"]["imagePullSecrets"] == [{"name": "fractalify-pull"}]
     status = invoke("registry.status", "--port", str(port), env=env)
     assert "not running" in status.stdout  # the dry run did not start the local registry
+
+
+def assert_holds_no_password(secret: dict) -> None:
+    """No value of the printed Secret holds the password: not as text, not in base64, and not
+    in a docker config that its base64 decodes to."""
+    encoded = base64.b64encode(PASSWORD.encode()).decode()
+    for value in list((secret.get("data") or {}).values()) + list((secret.get("stringData") or {}).values()):
+        assert PASSWORD not in value and encoded not in value
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except ValueError:
+            continue  # not base64: nothing hides in it
+        assert PASSWORD not in decoded and encoded not in decoded
+        try:
+            config = json.loads(decoded)
+        except ValueError:
+            continue
+        auths = config.get("auths", {}) if isinstance(config, dict) else {}
+        for entry in auths.values():
+            assert PASSWORD not in json.dumps(entry)
+            assert PASSWORD not in base64.b64decode(entry.get("auth", "")).decode(errors="replace")
 
 
 def test_one_flag_reaches_every_task_of_the_chain(registry, env, tmp_path):
@@ -218,19 +224,6 @@ def test_a_failing_kubectl_is_one_line(registry, env, tmp_path):
     env = {**env, **path}
     assert invoke("push", "--registry", registry.address, env=env).returncode == 0
     one_line_error(invoke("deploy", "--registry", registry.address, "--target", "kubectl", env=env), "kubectl apply failed")
-
-
-def images(folder: Path, count: int, start: int = 0) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for i in range(start, start + count):
-        names.append(f"img{i:02}.png")
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(folder / names[-1])
-    return names
-
-
-def runners() -> str:
-    return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
 
 
 def test_local_node_runs_the_pod_until_undeploy(registry, env, tmp_path, workload_names):

@@ -87,6 +87,8 @@ def test_soak(registry, env, tmp_path, workload_names):
         time.sleep(3.0)
         filler.unlink()
         time.sleep(2.0)
+        logs = invoke("logs", "--name", name, env=env).stdout
+        assert "no space left on device" in logs and "writing again" in logs, logs
         # The output directory goes away under the watchers and comes back at once; from here on
         # every image must be written into the new one exactly once.
         for path in sorted(out.rglob("*"), reverse=True):
@@ -105,6 +107,8 @@ def test_soak(registry, env, tmp_path, workload_names):
         collector = threading.Thread(target=collect, daemon=True)
         collector.start()
         feeder.join()
+        # Each watcher found its directory gone, ended with status 75 and was restarted on the new one.
+        assert wait_for(lambda: invoke("status", env=env).stdout.count("restarts") >= 2, 30), invoke("status", env=env).stdout
         # The runner dies (its instances with it, mid-work or not), the registry restarts, and
         # the workload is deployed again: it pulls from the restarted registry.
         os.kill(runner_pid(name), signal.SIGKILL)

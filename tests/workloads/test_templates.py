@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from wasmpod.errors import UserError
-from wasmpod.manifests import EnvVar, PullSecret, Workload, check_objects, render_documents, render_manifests, volume_from
+from wasmpod.manifests import (EnvVar, PullSecret, Workload, _quote, check_objects, render_documents, render_manifests,
+                               volume_from)
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "templates" / "k8s"
@@ -35,15 +38,17 @@ CASES = {
 }
 
 
+def golden_text(case: str) -> str:
+    """What the golden file of `case` holds: the rendered manifests, as deploy writes them."""
+    workload, secret = CASES[case]
+    return "---\n".join(t for _, t, _ in render_manifests(TEMPLATES, workload, secret))
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_rendered_yaml_equals_its_golden_file(case):
-    workload, secret = CASES[case]
-    files = render_manifests(TEMPLATES, workload, secret)
-    text = "---\n".join(t for _, t, _ in files)
-    golden = GOLDEN / f"{case}.yaml"
-    if os.environ.get("WASMPOD_REGENERATE_GOLDEN") == "1":  # deliberate refresh after a template change
-        golden.write_text(text)
-    assert text == golden.read_text()
+    text = golden_text(case)
+    # Only compares: after a deliberate template change, run regenerate_golden.py and review the diff.
+    assert text == (GOLDEN / f"{case}.yaml").read_text()
 
 
 def test_pod_says_what_the_seed_pod_said():
@@ -140,3 +145,58 @@ def test_an_empty_dir_volume_is_refused_with_the_reason():
 def test_host_paths_must_be_absolute(path):
     with pytest.raises(UserError, match="absolute"):
         volume_from(path, "input-dir", "/input_dir", False)
+
+
+@pytest.mark.parametrize("image, policy", [
+    ("r.example.com/fractalify:latest", "Always"),
+    ("r.example.com/fractalify", "Always"),
+    ("127.0.0.1:5000/team/fractalify", "Always"),
+    ("r.example.com/fractalify:v0.2.0", "IfNotPresent"),
+    ("r.example.com/fractalify:latest-rc", "IfNotPresent"),
+    ("127.0.0.1:5000/fractalify:5000", "IfNotPresent"),
+    ("r.example.com/fractalify@sha256:" + "a" * 64, "IfNotPresent"),
+    ("r.example.com/fractalify:latest@sha256:" + "b" * 64, "IfNotPresent"),
+])
+def test_image_pull_policy_follows_kubernetes_rule(image, policy):
+    """`latest` or no tag: Always; any other tag, or a digest: IfNotPresent."""
+    pod = render_manifests(TEMPLATES, replace(BASE, image=image))[0][2]
+    assert pod["spec"]["containers"][0]["imagePullPolicy"] == policy
+
+
+# Any text at all (every Unicode character but lone surrogates, which are not text and are
+# refused: see below), the characters YAML gives a meaning to made likely.
+YAML_TEXT = st.text(st.one_of(st.characters(blacklist_categories=("Cs",)), st.sampled_from(list(":#'\"{}[]&*!|>%@`,-?\n\r\t\\\x85\u2028\u2029\ufeff\x00 "))),
+                    max_size=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=YAML_TEXT, username=YAML_TEXT.filter(bool))
+def test_any_text_comes_out_exactly_as_given_and_never_changes_the_structure(value, username):
+    plain = render_manifests(TEMPLATES, replace(BASE, env=(EnvVar("FRACTALIFY_C", "v"),)), SECRET)
+    tricky = render_manifests(TEMPLATES, replace(BASE, env=(EnvVar("FRACTALIFY_C", value),)),
+                              replace(SECRET, username=username, password=value))
+    for (_, _, a), (_, _, b) in zip(plain, tricky):
+        assert structure(a) == structure(b)
+    assert tricky[1][2]["spec"]["containers"][0]["env"] == [{"name": "FRACTALIFY_C", "value": value}]
+    auths = json.loads(base64.b64decode(tricky[0][2]["data"][".dockerconfigjson"]))["auths"]["foobar.azurecr.io"]
+    assert (auths["username"], auths["password"]) == (username, value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=YAML_TEXT)
+def test_the_quoting_filter_gives_back_any_text_as_one_scalar(value):
+    """`q` alone, in the places a template puts a value: a mapping value and a list item."""
+    quoted = _quote(value)
+    assert yaml.safe_load(f"key: {quoted}\nother: 1\n") == {"key": value, "other": 1}
+    assert yaml.safe_load(f"- {quoted}\n- 2\n") == [value, 2]
+
+
+@pytest.mark.parametrize("field", ["env", "password"])
+def test_undecodable_bytes_are_refused_with_one_line(field):
+    """What os.environ makes of bytes that are not UTF-8 (a lone surrogate) cannot go in a file."""
+    undecodable = b"pass\xff".decode(errors="surrogateescape")
+    with pytest.raises(UserError, match="not UTF-8 text"):
+        if field == "env":
+            render_manifests(TEMPLATES, replace(BASE, env=(EnvVar("FRACTALIFY_C", undecodable),)))
+        else:
+            render_manifests(TEMPLATES, BASE, replace(SECRET, password=undecodable))
