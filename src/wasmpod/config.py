@@ -27,6 +27,7 @@ REGISTRY_DEFAULTS: dict[str, Any] = {
     "insecure": False,
     "ca_file": None,
     "local_port": 5000,
+    "sign_key": None,  # push signs with this key (cosign format; a file or env://NAME)
 }
 
 DEPLOY_DEFAULTS: dict[str, Any] = {
@@ -51,6 +52,8 @@ DEPLOY_DEFAULTS: dict[str, Any] = {
     "runtime_class": "wasmtime-v1",  # runwasi: the Pod's runtimeClassName (KWasm's handler name)
     "create_runtime_class": False,  # runwasi: also render the RuntimeClass object
     "runtime_class_node_selector": {},  # runwasi: the RuntimeClass's scheduling.nodeSelector
+    "create_policy": False,  # also render a Kyverno ClusterPolicy admitting the image only signed by verify_key
+    "verify_key": None,  # refuse a module not signed with this public key (file or env://NAME); the policy trusts it
 }
 # Mappings only a file sets: invoke cannot merge a file's mapping onto None, nor a list onto a mapping.
 FILE_ONLY_KEYS = ("env", "runtime_class_node_selector")
@@ -143,6 +146,7 @@ def registry_settings(config: Any, flags: Mapping[str, Any]) -> RegistrySettings
         insecure=_as_bool(values["insecure"], "registry.insecure"),
         ca_file=_as_optional_str(values["ca_file"], "registry.ca_file"),
         local_port=as_int(values["local_port"], "registry.local_port", 1, 65535),
+        sign_key=_as_optional_str(values["sign_key"], "registry.sign_key"),
     )
 
 
@@ -169,6 +173,8 @@ class DeploySettings:
     runtime_class: str = "wasmtime-v1"
     create_runtime_class: bool = False
     runtime_class_node_selector: tuple[tuple[str, str], ...] = ()
+    create_policy: bool = False
+    verify_key: str | None = None  # public key (file or env://NAME) the module must be signed with
 
 
 def _env_value(value: Any, key: str) -> str:
@@ -287,6 +293,7 @@ def deploy_settings(config: Any, flags: Mapping[str, Any], project: Project) -> 
         runtime_class=check_dns_subdomain(str(values["runtime_class"]), "deploy.runtime_class"),
         create_runtime_class=_as_bool(values["create_runtime_class"], "deploy.create_runtime_class"),
         runtime_class_node_selector=_node_selector(values["runtime_class_node_selector"]),
+        **_policy_settings(values),
     )
 
 
@@ -295,3 +302,12 @@ def _deploy_runtime(value: Any) -> str:
         raise UserError("deploy renders one runtime's manifests: give --runtime krustlet or --runtime runwasi "
                         "(`all` is for push only)")
     return check_runtime(value)
+
+
+def _policy_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`create_policy` and `verify_key`: a policy needs the key it trusts."""
+    create = _as_bool(values["create_policy"], "deploy.create_policy")
+    key = _as_optional_str(values["verify_key"], "deploy.verify_key")
+    if create and not key:
+        raise UserError("--create-policy needs the signers' public key: --verify-key FILE (deploy.verify_key), e.g. cosign.pub")
+    return {"create_policy": create, "verify_key": key}

@@ -34,9 +34,10 @@ class Transfer:
     path: Path | None = None
     runtime: str = KRUSTLET  # whose layout
     layer_digest: str = ""  # the module's, checked: the local node keys its compiled cache by it
+    attached: tuple[str, ...] = ()  # what push attached: signature, SBOM (one line each)
 
     def lines(self) -> list[str]:
-        return [f"{self.verb}: {self.reference}", f"Size: {self.size}", f"Digest: {self.digest}"]
+        return [f"{self.verb}: {self.reference}", f"Size: {self.size}", f"Digest: {self.digest}", *self.attached]
 
     def as_json(self) -> dict[str, object]:
         described: dict[str, object] = {
@@ -47,6 +48,8 @@ class Transfer:
             described["blobs_uploaded"] = self.blobs_uploaded
         if self.path is not None:
             described["path"] = str(self.path)
+        if self.attached:
+            described["attached"] = list(self.attached)
         return described
 
 
@@ -221,10 +224,15 @@ COMPOSERS = {KRUSTLET: compose_artifact, RUNWASI: compose_wasm_oci_artifact}
 
 
 def push_module(project: Project, module: BuiltModule, settings: RegistrySettings, environ: dict[str, str],
-                runtimes: tuple[str, ...] = (KRUSTLET,)) -> PushReport:
+                runtimes: tuple[str, ...] = (KRUSTLET,), sbom: bool = False) -> PushReport:
     """`invoke push`: the built module to the settings' registry in each runtime's layout, each
-    under its own tag (v<crate version>[-simd][-runwasi] by default). The layer blob is shared,
-    so a second layout uploads only its config and manifest."""
+    under its own tag (v<crate version>[-simd][-runwasi] by default); with `settings.sign_key`
+    each signed and with `sbom` its SBOM attached, once it is verified there. The layer blob is
+    shared, so a second layout uploads only its config and manifest."""
+    from .signing import SupplyChain
+
+    # The key (and its password) first: a wrong one must fail before anything is pushed.
+    supply_chain = SupplyChain.prepare(settings.sign_key, sbom, project, module, environ)
     client = connect(project.registry_dir, settings, environ)
     provenance = replace(provenance_from_git(project.root, project.crate_version, environ),
                          wasm_features=",".join(wasm_features(module.simd)))
@@ -233,5 +241,7 @@ def push_module(project: Project, module: BuiltModule, settings: RegistrySetting
         target = ImageReference(client.registry, settings.repository,
                                 settings.tag_for(project.crate_version, module.simd, runtime))
         artifact = COMPOSERS[runtime](module.path, provenance, layer_digest=f"sha256:{module.sha256}")
-        pushed.append(push_artifact(client, target, artifact, terminal_progress(f"uploading {module.path.name}")))
+        transfer = push_artifact(client, target, artifact, terminal_progress(f"uploading {module.path.name}"))
+        attached = supply_chain.attach(client, transfer.reference.with_digest(transfer.digest))
+        pushed.append(replace(transfer, attached=attached))
     return PushReport(tuple(pushed))
