@@ -164,7 +164,7 @@ def test_policy_settings_come_from_configuration_too(env, tmp_path):
 def test_policy_mistakes_are_one_line(env, tmp_path):
     one_line_error(invoke("deploy", "--create-policy", "--dry-run", env=env), "--create-policy needs", "--verify-key")
     one_line_error(invoke("deploy", "--create-policy", "--verify-key", str(tmp_path / "none.pub"), "--dry-run", env=env),
-                   "cannot read the verify key", "No such file")
+                   "key file", "none.pub", "does not exist")
     private = tmp_path / "cosign.key"
     private.write_text("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\nabc\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n")
     one_line_error(invoke("deploy", "--create-policy", "--verify-key", str(private), "--dry-run", env=env),
@@ -179,9 +179,14 @@ def test_policy_mistakes_are_one_line(env, tmp_path):
 def test_kubectl_applies_the_policy_with_the_pinned_pod_and_undeploy_leaves_it(registry, env, tmp_path):
     path, record = fake_kubectl(tmp_path)
     env = {**env, **path}
-    assert invoke("push", "--registry", registry.address, env=env).returncode == 0
+    # The key the policy trusts is the one deploy verifies with: the module is signed with it.
+    env = {**env, "COSIGN_PASSWORD": "policy-test"}
+    assert invoke("keygen", "--out", str(tmp_path / "signer"), env=env).returncode == 0
+    signer = tmp_path / "signer.pub"
+    assert invoke("push", "--registry", registry.address, "--sign-key", str(tmp_path / "signer.key"),
+                  env=env).returncode == 0
     done = invoke("deploy", "--registry", registry.address, "--target", "kubectl", "--pin", "--create-policy",
-                  "--verify-key", str(COSIGN_PUB), env=env)
+                  "--verify-key", str(signer), env=env)
     assert done.returncode == 0, done.stderr
     call = json.loads(record.read_text().splitlines()[0])
     files = [call["argv"][i + 1] for i, arg in enumerate(call["argv"]) if arg == "-f"]
@@ -192,7 +197,7 @@ def test_kubectl_applies_the_policy_with_the_pinned_pod_and_undeploy_leaves_it(r
     assert any(fnmatch.fnmatchcase(image, p) for p in verify_images(policy)["imageReferences"])
 
     config = tmp_path / "policy.yaml"
-    config.write_text(f"deploy:\n  create_policy: true\n  verify_key: {COSIGN_PUB}\n")
+    config.write_text(f"deploy:\n  create_policy: true\n  verify_key: {signer}\n")
     gone = invoke("-f", str(config), "undeploy", "--target", "kubectl", "--registry", registry.address, env=env)
     assert gone.returncode == 0, gone.stderr
     delete = json.loads(record.read_text().splitlines()[1])["argv"]
