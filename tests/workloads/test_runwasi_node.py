@@ -149,7 +149,7 @@ def test_the_chain_deploys_fractalify_on_runwasi_and_a_second_pod_starts_from_th
         done = invoke("deploy", "--simd", "--runtime", "runwasi", "--registry", registry.address, "--kind", "job",
                       "--name", name, "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / out), env=env)
         assert done.returncode == 0 and "Succeeded" in done.stdout, done.stdout + done.stderr
-        assert f"fractalify:v0.2.0-simd-runwasi" in done.stdout
+        assert "fractalify:v0.2.0-simd-runwasi" in done.stdout
         assert sorted(p.name for p in (tmp_path / out).iterdir()) == ["img00.png", "img01.png", "img02.png"]
         assert f"instance 0: module {said}" in (NODE / "default" / name / "runner.log").read_text()
     assert compiled.exists()
