@@ -117,6 +117,14 @@ def test_poc_tasks_and_help_speak_of_the_poc(poc):
     assert "FRACTALIFY_C" in invoke("--help", "deploy", cwd=ROOT).stdout
 
 
+def test_pocs_error_hints_name_the_poc_and_no_other_project(poc):
+    for args in (("deploy", "--dry-run", "--input-dir", "relative/in"), ("pull", "nohost/x"),
+                 ("deploy", "--dry-run", "--env", "HELLO_POC_INTERVL=3")):
+        line = one_error_line(invoke(*args, cwd=poc))
+        assert "fractal" not in line.lower(), line
+    assert "did you mean HELLO_POC_INTERVAL?" in line
+
+
 def test_new_poc_builds_and_its_module_processes_a_sample_with_once(poc, tmp_path):
     built = invoke("build", cwd=poc)
     assert built.returncode == 0, built.stderr
