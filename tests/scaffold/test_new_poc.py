@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -161,7 +162,10 @@ def test_pocs_own_tests_fail_when_the_module_and_the_expectations_disagree(poc, 
     (copy / "examples/expected/hello.txt.txt").write_text("bytes: 0\n")
     done = invoke("test", cwd=copy, timeout=900)
     assert done.returncode != 0
-    assert "examples_give_their_expected_results" in done.stderr
+    assert "examples_give_their_expected_results" in done.stderr  # cargo test
+    alone = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests"], cwd=copy, env=clean_env(),
+                           capture_output=True, text=True, timeout=900)
+    assert alone.returncode != 0 and "test_module_writes_the_expected_result_for_every_example" in alone.stdout
 
 
 def test_a_crate_the_offline_build_lacks_is_named_in_one_line(poc, tmp_path):
