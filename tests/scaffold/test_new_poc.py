@@ -7,13 +7,14 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from testkit import ROOT, clean_env, invoke
+from testkit import ROOT, clean_env, invoke, wait_for
 from wasmpod.build import offline_crate_hint, unresolved_crate
 from wasmpod.errors import UserError
 from wasmpod.scaffold import WORKFLOW_PATH, check_poc_name, new_poc, write_tree
@@ -264,6 +265,43 @@ def test_wheel_carries_the_templates_registry_config_and_pipeline(toolchain_whee
                  "wasmpod/toolchain_data.py"):
         assert path in names, path
     assert not [name for name in names if "/data/registry/data" in name or "target/" in name]
+
+
+@pytest.fixture(scope="module")
+def image_poc(tmp_path_factory):
+    parent = tmp_path_factory.mktemp("image-pocs")
+    done = new("thumbs", "--template", "image", cwd=parent)
+    assert done.returncode == 0, done.stderr
+    return parent / "thumbs"
+
+
+def test_image_poc_leaves_a_claimed_image_to_its_claimant(image_poc, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".gradient.png.claim").write_bytes(b"")  # another instance is writing it
+    ran = invoke("run", "--input", str(image_poc / "examples/input"), "--output", str(out), "--once", cwd=image_poc)
+    assert ran.returncode == 0, ran.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".gradient.png.claim", "tiles.bmp"]
+    assert (out / "tiles.bmp").read_bytes() == (image_poc / "examples/expected/tiles.bmp").read_bytes()
+
+
+def test_image_poc_watcher_reports_a_bad_image_once_and_writes_the_others(image_poc, tmp_path):
+    source, out = tmp_path / "in", tmp_path / "out"
+    shutil.copytree(image_poc / "examples/input", source)
+    (source / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert invoke("build", cwd=image_poc).returncode == 0
+    watcher = subprocess.Popen([str(ROOT / ".venv/bin/invoke"), "run", "--input", str(source), "--output", str(out),
+                                "--interval", "0.2"], cwd=image_poc, env=clean_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: (out / "tiles.bmp").exists() and (out / "gradient.png").exists(), 120)
+        time.sleep(1.5)  # several more scans
+    finally:
+        watcher.terminate()
+        stdout, stderr = watcher.communicate(timeout=60)
+    assert stderr.count("broken.png") == 1, stderr
+    assert sorted(p.name for p in out.iterdir()) == ["gradient.png", "tiles.bmp"]  # no claims or temporaries left
+    assert (out / "gradient.png").read_bytes() == (image_poc / "examples/expected/gradient.png").read_bytes()
 
 
 @pytest.mark.slow

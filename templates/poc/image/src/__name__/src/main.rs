@@ -5,6 +5,7 @@
 //! output never write one image twice), through a temporary file renamed into place. Options also
 //! come from `<NAME>_ONCE` and `<NAME>_INTERVAL` (upper case, '-' as '_'); a flag beats its variable.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -116,8 +117,16 @@ fn process_one(input: &Path, output: &Path) -> Result<bool, String> {
     result
 }
 
-/// One pass over the input; returns how many images failed.
-fn scan(options: &Options) -> usize {
+/// Size and modification time: an image that failed is reported again only once it changed.
+type Seen = (u64, Option<std::time::SystemTime>);
+
+fn seen(path: &Path) -> Seen {
+    fs::metadata(path).map(|m| (m.len(), m.modified().ok())).unwrap_or((0, None))
+}
+
+/// One pass over the input; returns how many images failed. `reported` holds the failures
+/// already reported, so a watcher names a bad file once, not on every scan.
+fn scan(options: &Options, reported: &mut HashMap<PathBuf, Seen>) -> usize {
     let mut inputs = Vec::new();
     list_files(&options.input, Path::new(""), &mut inputs);
     inputs.sort();
@@ -127,11 +136,18 @@ fn scan(options: &Options) -> usize {
         if output.exists() {
             continue;
         }
-        match process_one(&options.input.join(&rel), &output) {
+        let input = options.input.join(&rel);
+        let now = seen(&input);
+        if reported.get(&rel) == Some(&now) {
+            failed += 1;
+            continue;
+        }
+        match process_one(&input, &output) {
             Ok(true) => println!("wrote {}", rel.display()),
             Ok(false) => {}
             Err(e) => {
                 eprintln!("{}: {}: {}", env!("CARGO_PKG_NAME"), rel.display(), e);
+                reported.insert(rel, now);
                 failed += 1;
             }
         }
@@ -142,8 +158,9 @@ fn scan(options: &Options) -> usize {
 fn main() {
     let options = parse_options();
     println!("{} {}: {} -> {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"), options.input.display(), options.output.display());
+    let mut reported = HashMap::new();
     loop {
-        let failed = scan(&options);
+        let failed = scan(&options, &mut reported);
         if options.once {
             if failed > 0 {
                 process::exit(1);
