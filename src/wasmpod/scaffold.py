@@ -93,8 +93,17 @@ def _own_origin() -> str:
     except (metadata.PackageNotFoundError, ValueError):
         direct_url = {}
     if isinstance(direct_url, dict) and isinstance(direct_url.get("url"), str):
-        return direct_url["url"]
+        return requirement_url(direct_url)
     raise UserError("cannot tell where this wasmpod was installed from: name it with --toolchain WHEEL|DIR|URL")
+
+
+def requirement_url(direct_url: dict) -> str:
+    """The URL pip installed from (PEP 610's direct_url.json), as pip takes it again: a git
+    checkout as git+URL@COMMIT, so the PoC gets exactly the toolchain that made it."""
+    vcs = direct_url.get("vcs_info")
+    if isinstance(vcs, dict) and isinstance(vcs.get("vcs"), str) and isinstance(vcs.get("commit_id"), str):
+        return f"{vcs['vcs']}+{direct_url['url']}@{vcs['commit_id']}"
+    return direct_url["url"]
 
 
 def poc_variables(name: str, template: str, toolchain: ToolchainSource) -> dict[str, str]:

@@ -17,7 +17,8 @@ import yaml
 from testkit import ROOT, clean_env, invoke, wait_for
 from wasmpod.build import offline_crate_hint, unresolved_crate
 from wasmpod.errors import UserError
-from wasmpod.scaffold import WORKFLOW_PATH, check_poc_name, new_poc, write_tree
+from wasmpod.scaffold import (WORKFLOW_PATH, check_poc_name, new_poc, requirement_url, toolchain_source,
+                              write_tree)
 from wasmpod.toolchain import DEBIAN_CRATE_REGISTRY
 
 
@@ -87,6 +88,16 @@ def test_new_list_shows_the_templates(tmp_path):
     names = [line.split()[0] for line in done.stdout.splitlines()]
     assert names == ["files", "image"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_toolchain_specs_become_requirements(toolchain_wheel, tmp_path):
+    assert toolchain_source(str(ROOT)).requirement == f"wasmpod @ {ROOT.as_uri()}"
+    assert toolchain_source("git+https://git.example.com/org/fractalify@v1").requirement == \
+        "wasmpod @ git+https://git.example.com/org/fractalify@v1"
+    wheel = toolchain_source(toolchain_wheel.as_uri())
+    assert (wheel.requirement, wheel.wheel) == (f"./toolchain/{toolchain_wheel.name}", toolchain_wheel)
+    assert requirement_url({"url": "https://git.example.com/org/f", "vcs_info": {"vcs": "git", "commit_id": "abc"}}) == \
+        "git+https://git.example.com/org/f@abc"
 
 
 def test_unknown_template_and_bad_toolchain_are_one_line(tmp_path):
