@@ -27,6 +27,7 @@ REGISTRY_DEFAULTS: dict[str, Any] = {
     "insecure": False,
     "ca_file": None,
     "local_port": 5000,
+    "sign_key": None,  # push signs with this key (cosign format; a file or env://NAME)
 }
 
 DEPLOY_DEFAULTS: dict[str, Any] = {
@@ -47,6 +48,7 @@ DEPLOY_DEFAULTS: dict[str, Any] = {
     "out": None,
     "templates": "templates/k8s",
     "simd": False,  # deploy the SIMD build (tag suffix -simd): not for Krustlet's wasmtime 0.30
+    "verify_key": None,  # refuse a module whose signature does not verify with this public key
 }
 
 TARGETS = ("local", "kubectl")
@@ -136,6 +138,7 @@ def registry_settings(config: Any, flags: Mapping[str, Any]) -> RegistrySettings
         insecure=_as_bool(values["insecure"], "registry.insecure"),
         ca_file=_as_optional_str(values["ca_file"], "registry.ca_file"),
         local_port=as_int(values["local_port"], "registry.local_port", 1, 65535),
+        sign_key=_as_optional_str(values["sign_key"], "registry.sign_key"),
     )
 
 
@@ -158,6 +161,7 @@ class DeploySettings:
     out: Path | None
     templates: Path
     simd: bool = False
+    verify_key: str | None = None  # public key (file or env://NAME) the module must be signed with
 
 
 def _env_value(value: Any, key: str) -> str:
@@ -252,4 +256,5 @@ def deploy_settings(config: Any, flags: Mapping[str, Any], project: Project) -> 
         out=Path(out) if out else None,
         templates=templates if templates.is_absolute() else root / templates,
         simd=_as_bool(values["simd"], "deploy.simd"),
+        verify_key=_as_optional_str(values["verify_key"], "deploy.verify_key"),
     )

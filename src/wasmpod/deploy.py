@@ -68,6 +68,11 @@ def render_deployment(project: Project, registry: RegistrySettings, settings: De
         else:
             client = connect(project.registry_dir, registry, environ)
         _, digest = client.get_manifest(image.repository, image.reference)
+        if settings.verify_key and not dry_run:  # as an admission controller would, before anything is applied
+            from .keys import load_verify_key
+            from .signing import require_signature
+
+            require_signature(client, image.with_digest(digest), load_verify_key(settings.verify_key, environ), "deploy it")
         if settings.pin:
             image = image.with_digest(digest)
     secret = None
@@ -135,11 +140,11 @@ def apply_kubectl(rendered: Rendered, settings: DeploySettings, scratch: Path) -
     return run_kubectl(kubectl_command("apply", files, settings))
 
 
-def apply_local(project: Project, rendered: Rendered, registry: RegistrySettings) -> WorkloadState:
+def apply_local(project: Project, rendered: Rendered, registry: RegistrySettings, verify_key=None) -> WorkloadState:
     def transport_for(address: str) -> Transport:
         return Transport.choose(address, registry.plain_http, registry.insecure, registry.ca_file)
 
-    return LocalNode(node_state_dir(project)).apply(rendered.objects, transport_for)
+    return LocalNode(node_state_dir(project)).apply(rendered.objects, transport_for, verify_key=verify_key)
 
 
 def node_state_dir(project: Project) -> Path:
@@ -192,7 +197,11 @@ def deploy_workload(project: Project, registry: RegistrySettings, settings: Depl
         with tempfile.TemporaryDirectory(prefix="wasmpod-deploy-") as scratch:
             said = apply_kubectl(rendered, settings, Path(scratch))
         return DeployReport(said, image=str(rendered.image), state="applied", files=files)
-    state = apply_local(project, rendered, registry)
+    from .keys import load_verify_key
+
+    # The node checks the signature of what it pulled too: the tag may have moved since the check above.
+    state = apply_local(project, rendered, registry,
+                        load_verify_key(settings.verify_key, environ) if settings.verify_key else None)
     failed = state.phase == "Failed"
     lines = [f"deployed {state.kind} {state.namespace}/{state.name} from {rendered.image} on the local node: {state.phase}"]
     if state.kind == "Job" or failed:

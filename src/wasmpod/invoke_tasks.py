@@ -90,28 +90,30 @@ def _registry_help(*names: str, **more: str) -> dict[str, str]:
 
 
 def registry_settings_of(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False,
-                       ca_file=None, port=None):
+                       ca_file=None, port=None, sign_key=None):
     """The registry settings: invoke's configuration layers, then these flags."""
     from .config import check_invoke_variables, registry_settings
 
     check_invoke_variables(os.environ)
     return registry_settings(c.config, {"address": registry, "repository": repository, "tag": tag,
                                         "plain_http": plain_http or None, "insecure": insecure,
-                                        "ca_file": ca_file, "local_port": port})
+                                        "ca_file": ca_file, "local_port": port, "sign_key": sign_key})
 
 
 @task(help={**REGISTRY_HELP, "simd": "push the SIMD build (tag suffix -simd)",
+            "sign_key": "sign what was pushed, cosign's way: key file or env://NAME (default: registry.sign_key)",
+            "sbom": "attach the module's CycloneDX SBOM (an OCI 1.1 referrer; with a key also attested at .att)",
             "module": "push this already built module instead of building (e.g. a CI job's artifact)"})
 def push(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None, json=False,
-         simd=False, module=None):
+         simd=False, sign_key=None, sbom=False, module=None):
     """Push the module as an OCI artifact in the layout Krustlet pulls; prints Pushed/Size/Digest."""
     from .build import BuildRequest, build_module, prebuilt_module
     from .push import push_module
 
     project = project_of(c)
-    settings = registry_settings_of(c, registry, repository, tag, plain_http, insecure, ca_file, port)
+    settings = registry_settings_of(c, registry, repository, tag, plain_http, insecure, ca_file, port, sign_key)
     built = prebuilt_module(Path(module), simd) if module else build_module(project, BuildRequest(simd=simd))
-    pushed = push_module(project, built, settings, dict(os.environ))
+    pushed = push_module(project, built, settings, dict(os.environ), sbom=sbom)
     if json:
         print_json(pushed.as_json())
     else:
@@ -189,6 +191,7 @@ DEPLOY_HELP = {
     "parallelism": "Job pods running at once",
     "completions": "Job runs in all (more than 1: an Indexed Job)",
     "simd": "deploy the SIMD build (tag suffix -simd); Krustlet's wasmtime 0.30 cannot run it",
+    "verify_key": "refuse a module whose cosign signature does not verify with this public key (default: deploy.verify_key)",
 }
 
 
@@ -203,7 +206,7 @@ def deploy_settings_of(c, **flags):
 def deploy(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None,
            pin=False, pull_secret=None, create_pull_secret=False, input_dir=None, output_dir=None, kind=None,
            name=None, namespace=None, env=None, target=None, context=None, out=None, dry_run=False,
-           replicas=None, parallelism=None, completions=None, json=False, simd=False):
+           replicas=None, parallelism=None, completions=None, json=False, simd=False, verify_key=None):
     """Render the Pod (or Job, Deployment, pull Secret) and apply it: to the local node or with kubectl."""
     from .deploy import deploy_workload
 
@@ -212,7 +215,8 @@ def deploy(c, registry=None, repository=None, tag=None, plain_http=False, insecu
     settings = deploy_settings_of(c, pin=pin, pull_secret=pull_secret, create_pull_secret=create_pull_secret,
                                 input_dir=input_dir, output_dir=output_dir, kind=kind, name=name,
                                 namespace=namespace, env=env, target=target, context=context, out=out,
-                                replicas=replicas, parallelism=parallelism, completions=completions, simd=simd)
+                                replicas=replicas, parallelism=parallelism, completions=completions, simd=simd,
+                                verify_key=verify_key)
     report = deploy_workload(project, registry_settings, settings, dict(os.environ), dry_run=dry_run)
     if json and not dry_run:
         print_json(report.as_json())
@@ -328,11 +332,13 @@ def toolchain_collection(root: Path, crate: str, *project_tasks: Task) -> Collec
     """The toolchain's tasks plus the project's own (which replace ours of the same name),
     configured for the project at `root` whose crate is `src/<crate>`."""
     from .config import collection_defaults
+    from .supply_chain_tasks import SUPPLY_CHAIN_TASKS
 
     report_config_file_errors()
     words = ProjectWords.of(root, crate)
     own = {t.name for t in project_tasks}
-    shared = [for_project(t, words) for t in (build, run, push, pull, login, deploy, undeploy, status, logs, test, new)
+    shared = [for_project(t, words)
+              for t in (build, run, push, pull, login, deploy, undeploy, status, logs, test, new, *SUPPLY_CHAIN_TASKS)
               if t.name not in own]
     collection = Collection(*shared, *project_tasks)
     collection.add_collection(Collection("registry", registry_up, registry_down, registry_status))

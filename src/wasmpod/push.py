@@ -29,9 +29,10 @@ class Transfer:
     digest: str
     blobs_uploaded: int = 0
     path: Path | None = None
+    attached: tuple[str, ...] = ()  # what push attached: signature, SBOM (one line each)
 
     def lines(self) -> list[str]:
-        return [f"{self.verb}: {self.reference}", f"Size: {self.size}", f"Digest: {self.digest}"]
+        return [f"{self.verb}: {self.reference}", f"Size: {self.size}", f"Digest: {self.digest}", *self.attached]
 
     def as_json(self) -> dict[str, object]:
         described: dict[str, object] = {
@@ -42,6 +43,8 @@ class Transfer:
             described["blobs_uploaded"] = self.blobs_uploaded
         if self.path is not None:
             described["path"] = str(self.path)
+        if self.attached:
+            described["attached"] = list(self.attached)
         return described
 
 
@@ -170,11 +173,18 @@ def connect(registry_dir: Path | None, settings: RegistrySettings, environ: dict
     return RegistryClient(address, transport, credentials or None)
 
 
-def push_module(project: Project, module: BuiltModule, settings: RegistrySettings, environ: dict[str, str]) -> Transfer:
-    """`invoke push`: the built module to the settings' registry, tagged v<crate version> by default."""
+def push_module(project: Project, module: BuiltModule, settings: RegistrySettings, environ: dict[str, str],
+                sbom: bool = False) -> Transfer:
+    """`invoke push`: the built module to the settings' registry, tagged v<crate version> by default;
+    with `settings.sign_key` signed and with `sbom` its SBOM attached, once it is verified there."""
+    from .signing import SupplyChain
+
+    # The key (and its password) first: a wrong one must fail before anything is pushed.
+    supply_chain = SupplyChain.prepare(settings.sign_key, sbom, project, module, environ)
     client = connect(project.registry_dir, settings, environ)
     target = ImageReference(client.registry, settings.repository, settings.tag_for(project.crate_version, module.simd))
     provenance = replace(provenance_from_git(project.root, project.crate_version, environ),
                          wasm_features=",".join(wasm_features(module.simd)))
     artifact = compose_artifact(module.path, provenance, layer_digest=f"sha256:{module.sha256}")
-    return push_artifact(client, target, artifact, terminal_progress(f"uploading {module.path.name}"))
+    pushed = push_artifact(client, target, artifact, terminal_progress(f"uploading {module.path.name}"))
+    return replace(pushed, attached=supply_chain.attach(client, pushed.reference.with_digest(pushed.digest)))
