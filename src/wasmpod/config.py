@@ -48,7 +48,8 @@ DEPLOY_DEFAULTS: dict[str, Any] = {
     "out": None,
     "templates": "templates/k8s",
     "simd": False,  # deploy the SIMD build (tag suffix -simd): not for Krustlet's wasmtime 0.30
-    "verify_key": None,  # refuse a module whose signature does not verify with this public key
+    "create_policy": False,  # also render a Kyverno ClusterPolicy admitting the image only signed by verify_key
+    "verify_key": None,  # refuse a module not signed with this public key (file or env://NAME); the policy trusts it
 }
 
 TARGETS = ("local", "kubectl")
@@ -161,6 +162,7 @@ class DeploySettings:
     out: Path | None
     templates: Path
     simd: bool = False
+    create_policy: bool = False
     verify_key: str | None = None  # public key (file or env://NAME) the module must be signed with
 
 
@@ -256,5 +258,14 @@ def deploy_settings(config: Any, flags: Mapping[str, Any], project: Project) -> 
         out=Path(out) if out else None,
         templates=templates if templates.is_absolute() else root / templates,
         simd=_as_bool(values["simd"], "deploy.simd"),
-        verify_key=_as_optional_str(values["verify_key"], "deploy.verify_key"),
+        **_policy_settings(values),
     )
+
+
+def _policy_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`create_policy` and `verify_key`: a policy needs the key it trusts."""
+    create = _as_bool(values["create_policy"], "deploy.create_policy")
+    key = _as_optional_str(values["verify_key"], "deploy.verify_key")
+    if create and not key:
+        raise UserError("--create-policy needs the signers' public key: --verify-key FILE (deploy.verify_key), e.g. cosign.pub")
+    return {"create_policy": create, "verify_key": key}

@@ -4,6 +4,7 @@ stdout (`--dry-run`), a cluster through kubectl, or the embedded local node."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from .config import DeploySettings
 from .credentials import resolve_credentials
 from .errors import UserError
 from .local_node import DamagedState, LocalNode, WorkloadState
-from .manifests import GUEST_INPUT, GUEST_OUTPUT, PullSecret, Workload, render_manifests, volume_from
+from .manifests import (GUEST_INPUT, GUEST_OUTPUT, ImagePolicy, PullSecret, Workload, check_public_key_pem, render_manifests,
+                        render_policy, volume_from)
 from .oci_client import Transport
 from .project import Project
 from .push import connect
@@ -60,6 +62,8 @@ def render_deployment(project: Project, registry: RegistrySettings, settings: De
     """Everything before applying: the image (checked to exist in its registry, unless a dry run;
     pinned to the digest the registry holds with --pin), the pull Secret, the rendered and
     checked manifests."""
+    if settings.create_policy:
+        check_policy_target(settings, dry_run)
     image = image_reference(project, registry, local_address(registry), settings.simd)
     if settings.pin or not dry_run:
         if dry_run:
@@ -97,7 +101,32 @@ def render_deployment(project: Project, registry: RegistrySettings, settings: De
         parallelism=settings.parallelism,
         completions=settings.completions,
     )
-    return Rendered(render_manifests(settings.templates, workload, secret), image)
+    policy = [render_image_policy(image, settings, environ)] if settings.create_policy else []
+    return Rendered([*policy, *render_manifests(settings.templates, workload, secret)], image)
+
+
+def check_policy_target(settings: DeploySettings, dry_run: bool) -> None:
+    """Before the registry is asked: the local node has no admission control to give a policy to."""
+    if settings.target == "local" and not dry_run:
+        raise UserError("--create-policy is for a cluster with Kyverno (--target kubectl, or --dry-run to print it): "
+                        "the local node does not run Kyverno")
+
+
+def render_image_policy(image: ImageReference, settings: DeploySettings,
+                        environ: Mapping[str, str]) -> tuple[str, str, dict]:
+    """The Kyverno ClusterPolicy of `--create-policy`: the image's repository, signed by the key."""
+    from .keys import read_key_text
+
+    assert settings.verify_key is not None  # deploy_settings requires it with create_policy
+    raw, described = read_key_text(settings.verify_key, environ)  # a file, or env://NAME as for verifying
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise UserError(f"{described} is not a PEM text file") from None
+    policy = ImagePolicy(name=f"{settings.namespace}-{settings.name}-signed",
+                         repository=f"{image.registry}/{image.repository}",
+                         public_key_pem=check_public_key_pem(text, described))
+    return render_policy(settings.templates, policy)
 
 
 def write_files(rendered: Rendered, out: Path) -> list[Path]:
@@ -158,8 +187,10 @@ def undeploy(project: Project, registry: RegistrySettings, settings: DeploySetti
     if settings.target == "local":
         gone = LocalNode(node_state_dir(project)).delete(settings.namespace, settings.name)
         return f"{settings.namespace}/{settings.name}: " + ("stopped and removed" if gone else "was not deployed on the local node")
-    # The same files deploy applied: render them again (without contacting the registry).
-    rendered = render_deployment(project, registry, replace(settings, pin=False, create_pull_secret=False), environ, dry_run=True)
+    # The same files deploy applied: render them again (without contacting the registry). The
+    # ClusterPolicy stays: it guards the repository, whatever runs from it (kubectl delete clusterpolicy).
+    rendered = render_deployment(project, registry, replace(settings, pin=False, create_pull_secret=False,
+                                                            create_policy=False), environ, dry_run=True)
     with tempfile.TemporaryDirectory(prefix="wasmpod-undeploy-") as scratch:
         said = run_kubectl(kubectl_command("delete", write_files(rendered, Path(scratch)), settings))
     if settings.create_pull_secret and settings.pull_secret:

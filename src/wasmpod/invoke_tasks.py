@@ -73,6 +73,30 @@ def run_module_on(c, input_dir: Path, output_dir: Path, flags: list[str]) -> Non
     finish(run_on_directories(module.path, project.crate_name, input_dir, output_dir, flags, dict(os.environ)))
 
 
+@task(help={
+    "out": "write the SBOM to this file (default: standard output)",
+    "simd": "describe the SIMD build",
+    "formats": "describe the build with only these formats (cargo features), as `build --formats`",
+})
+def sbom(c, out=None, simd=False, formats=None):
+    """Write the CycloneDX 1.5 SBOM of the module: every crate linked into it, the toolchain, its sha256."""
+    from .atomic_files import write_atomically
+    from .build import BuildRequest, build_module, parse_feature_list
+    from .errors import UserError
+    from .sbom import build_sbom
+
+    project = project_of(c)
+    request = BuildRequest(features=parse_feature_list(formats), simd=simd)
+    document = build_sbom(project, request, build_module(project, request), dict(os.environ))
+    if out:
+        try:
+            print(write_atomically(Path(out), document))
+        except OSError as error:
+            raise UserError(f"cannot write the SBOM to {out}: {error.strerror}") from None
+    else:
+        sys.stdout.write(document.decode())
+
+
 REGISTRY_HELP = {
     "registry": "registry host[:port] (default: registry.address, else the embedded local registry)",
     "repository": "repository name (default: registry.repository)",
@@ -191,6 +215,7 @@ DEPLOY_HELP = {
     "parallelism": "Job pods running at once",
     "completions": "Job runs in all (more than 1: an Indexed Job)",
     "simd": "deploy the SIMD build (tag suffix -simd); Krustlet's wasmtime 0.30 cannot run it",
+    "create_policy": "also render a Kyverno ClusterPolicy admitting the image only when signed by --verify-key",
     "verify_key": "refuse a module whose cosign signature does not verify with this public key (default: deploy.verify_key)",
 }
 
@@ -206,7 +231,8 @@ def deploy_settings_of(c, **flags):
 def deploy(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None,
            pin=False, pull_secret=None, create_pull_secret=False, input_dir=None, output_dir=None, kind=None,
            name=None, namespace=None, env=None, target=None, context=None, out=None, dry_run=False,
-           replicas=None, parallelism=None, completions=None, json=False, simd=False, verify_key=None):
+           replicas=None, parallelism=None, completions=None, json=False, simd=False, create_policy=False,
+           verify_key=None):
     """Render the Pod (or Job, Deployment, pull Secret) and apply it: to the local node or with kubectl."""
     from .deploy import deploy_workload
 
@@ -216,7 +242,7 @@ def deploy(c, registry=None, repository=None, tag=None, plain_http=False, insecu
                                 input_dir=input_dir, output_dir=output_dir, kind=kind, name=name,
                                 namespace=namespace, env=env, target=target, context=context, out=out,
                                 replicas=replicas, parallelism=parallelism, completions=completions, simd=simd,
-                                verify_key=verify_key)
+                                create_policy=create_policy, verify_key=verify_key)
     report = deploy_workload(project, registry_settings, settings, dict(os.environ), dry_run=dry_run)
     if json and not dry_run:
         print_json(report.as_json())
@@ -338,7 +364,7 @@ def toolchain_collection(root: Path, crate: str, *project_tasks: Task) -> Collec
     words = ProjectWords.of(root, crate)
     own = {t.name for t in project_tasks}
     shared = [for_project(t, words)
-              for t in (build, run, push, pull, login, deploy, undeploy, status, logs, test, new, *SUPPLY_CHAIN_TASKS)
+              for t in (build, run, push, pull, login, deploy, undeploy, status, logs, sbom, test, new, *SUPPLY_CHAIN_TASKS)
               if t.name not in own]
     collection = Collection(*shared, *project_tasks)
     collection.add_collection(Collection("registry", registry_up, registry_down, registry_status))
@@ -377,8 +403,8 @@ class ProjectWords:
     def hidden_flags(self) -> frozenset[str]:
         return frozenset(() if self.features else ("formats",)) | frozenset(() if self.simd else ("simd",))
 
-    def help_for(self, name: str, text: str) -> str:
-        if name == "formats":
+    def help_for(self, task_name: str, name: str, text: str) -> str:
+        if name == "formats" and task_name == "build":
             return f"build only these features of {self.crate}, e.g. {','.join(self.features[:2])} (default: its default features)"
         if name == "env" and self.env:
             return f"KEY=VALUE for {self.crate}'s module ({', '.join(self.env)}); repeatable"
@@ -394,7 +420,8 @@ def for_project(shared: Task, words: ProjectWords) -> Task:
     """A copy of a shared task whose --list line, --help texts and flags speak of this project."""
     hidden = {name for name in words.hidden_flags if name in inspect.signature(shared.body).parameters}
     specialized = copy.copy(shared)
-    specialized.help = {name: words.help_for(name, text) for name, text in shared.help.items() if name not in hidden}
+    specialized.help = {name: words.help_for(shared.name, name, text) for name, text in shared.help.items()
+                        if name not in hidden}
     specialized.__doc__ = words.doc_for(shared.name, shared.__doc__ or "")
     if hidden:
         body = shared.body

@@ -21,12 +21,16 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from .artifact import Blob, sha256_digest
 from .errors import UserError
 from .oci_client import BlobMismatch, RegistryClient
 from .reference import ImageReference
+
+if TYPE_CHECKING:  # only for the annotations: importing build here would load it for every push
+    from .build import BuiltModule
+    from .project import Project
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -318,13 +322,9 @@ def attach_sbom(client: RegistryClient, reference: ImageReference, sbom: bytes, 
     return AttachedSbom(subject, sha256_digest(manifest), listed_in, attestation)
 
 
-def module_sbom(project: object, module: object, environ: Mapping[str, str]) -> bytes:
-    """The pushed module's CycloneDX SBOM from the SBOM generator (wasmpod.sbom, its own module),
-    for the build push made (all formats; SIMD or not)."""
+def module_sbom(project: Project, module: BuiltModule, environ: Mapping[str, str]) -> bytes:
+    """The pushed module's CycloneDX SBOM, for the build push made (all formats; SIMD or not)."""
     from .build import BuildRequest
+    from .sbom import build_sbom
 
-    try:
-        from .sbom import build_sbom  # type: ignore[import-not-found]
-    except ImportError:
-        raise UserError("push --sbom needs the SBOM generator (wasmpod.sbom), which this version lacks") from None
-    return build_sbom(project, BuildRequest(simd=getattr(module, "simd", False)), module, environ)
+    return build_sbom(project, BuildRequest(simd=module.simd), module, dict(environ))

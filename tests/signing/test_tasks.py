@@ -186,37 +186,22 @@ def test_the_keys_come_from_configuration_too(registry, keys, built, tmp_path):
     one_line_error(refused, "is not verified", "does not verify with this key", "refusing to deploy it")
 
 
-def test_push_with_sbom_and_a_key_attaches_the_referrer_and_the_attestation(registry, keys, built, monkeypatch):
-    """push --sbom hands the generator's document to attach_sbom. The generator (wasmpod.sbom) is
-    another branch's: until it is here, a stand-in with its interface gives a small document."""
-    import sys
-    import types
-
-    from test_referrers import small_sbom
-    from wasmpod.build import build_module
-    from wasmpod.project import Project
-    from wasmpod.push import push_module
-    from wasmpod.settings import RegistrySettings
-
-    asked = []
-    stand_in = types.ModuleType("wasmpod.sbom")
-    stand_in.build_sbom = lambda project, request, module, environ=None: asked.append(request) or small_sbom()
-    monkeypatch.setitem(sys.modules, "wasmpod.sbom", stand_in)
+def test_push_with_sbom_and_a_key_attaches_the_referrer_and_the_attestation(registry, keys, built):
+    """`invoke push --sbom --sign-key`: the generator's SBOM of the pushed module, as an OCI 1.1
+    referrer (in the fallback index: docker-registry has no referrers API) and as a signed attestation."""
     private, public, env = keys
-    project = Project.at(ROOT)
-    pushed = push_module(project, build_module(project), RegistrySettings(registry=registry.address, sign_key=str(private)),
-                         env, sbom=True)
-    assert asked and asked[0].simd is False
-    assert [line.split(":")[0] for line in pushed.lines()[3:]] == ["Signature", "SBOM", "Attested"]
-    hex_digest = pushed.digest[7:]
+    done = invoke("push", "--registry", registry.address, "--sbom", "--sign-key", str(private), env=env)
+    assert done.returncode == 0, done.stderr
+    assert [line.split(":")[0] for line in done.stdout.splitlines()[-6:]] == ["Pushed", "Size", "Digest", "Signature",
+                                                                               "SBOM", "Attested"]
+    digest = next(line.split(": ")[1] for line in done.stdout.splitlines() if line.startswith("Digest: "))
+    hex_digest = digest[7:]
     index = json.loads(cosign_reference.manifest(registry.address, "fractalify", f"sha256-{hex_digest}")[0])
     assert [m["artifactType"] for m in index["manifests"]] == ["application/vnd.cyclonedx+json"]
+    referrer = json.loads(cosign_reference.manifest(registry.address, "fractalify", index["manifests"][0]["digest"])[0])
+    document = json.loads(cosign_reference.blob(registry.address, "fractalify", referrer["layers"][0]["digest"]))
+    assert document["bomFormat"] == "CycloneDX" and document["specVersion"] == "1.5"
+    assert "pkg:cargo/png@" in json.dumps(document["components"])
     attestation = json.loads(cosign_reference.manifest(registry.address, "fractalify", f"sha256-{hex_digest}.att")[0])
     envelope = json.loads(cosign_reference.blob(registry.address, "fractalify", attestation["layers"][0]["digest"]))
     assert cosign_reference.dsse_verifies(envelope, public.read_bytes())
-
-
-def test_push_sbom_without_the_generator_is_one_line_and_pushes_nothing(registry, keys, built):
-    _, _, env = keys
-    one_line_error(invoke("push", "--registry", registry.address, "--sbom", env=env), "needs the SBOM generator")
-    assert cosign_reference.get(f"http://{registry.address}/v2/fractalify/tags/list", "application/json") is None
