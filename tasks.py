@@ -12,7 +12,8 @@
     invoke registry.up / registry.down / registry.status    the embedded local registry
     invoke demo      the main job: build push deploy on the defaults, then show the fractalified examples
     invoke bench     the benchmark table (module size, compile time, wasm vs native)
-    invoke new NAME  start a new Krustlet PoC from templates/poc
+    invoke new NAME  start a new PoC of its own (invoke new --list: the templates)
+    invoke test      cargo test, then the whole pytest suite
 
 Each task parses its flags, calls one function of `wasmpod`, and prints.
 """
@@ -87,14 +88,4 @@ def bench(c, runs=None):
     run_benchmarks(project_of(c), runs=as_int(5 if runs is None else runs, "--runs", 1, 100))
 
 
-@task(help={"name": "the PoC's name: crate, image and Pod (lower-case letters, digits, '-')",
-            "dest": "directory to create (default: ./NAME)", "force": "replace an existing directory"})
-def new(c, name, dest=None, force=False):
-    """Start a new Krustlet PoC from templates/poc: a crate, its tasks, config, README and tests."""
-    from wasmpod.scaffold import new_poc
-
-    created = new_poc(ROOT, name, Path(dest) if dest else None, force)
-    print(f"created {created}; next: cd {created} && ./bootstrap.sh test")
-
-
-ns = toolchain_collection(ROOT, "fractalify", run, demo, bench, new)
+ns = toolchain_collection(ROOT, "fractalify", run, demo, bench)

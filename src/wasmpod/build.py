@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import TextIO
 from .atomic_files import write_atomically
 from .errors import UserError
 from .project import Project
-from .toolchain import Toolchain, find_toolchain
+from .toolchain import DEBIAN_CRATE_REGISTRY, Toolchain, find_toolchain
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,11 @@ def build_module(project: Project, request: BuildRequest = BuildRequest(), log: 
     target_features = ",".join(f"+{feature}" for feature in wasm_features(request.simd))
     env["RUSTFLAGS"] = (env.get("RUSTFLAGS", "") + f" -C target-feature={target_features}").strip()
     print(f"building {project.crate_name} for {toolchain.target} with {toolchain.rustc}", file=log, flush=True)
-    # cargo's progress goes to our stderr, so stdout keeps only the result.
-    result = subprocess.run(command, env=env, stdout=log, stderr=log)
-    if result.returncode != 0:
-        raise UserError(f"cargo build failed (exit {result.returncode}); the compiler's messages are above")
+    status, messages = run_cargo(command, env, log)
+    if status != 0:
+        if toolchain.crate_directory is not None and (crate := unresolved_crate(messages)):
+            raise UserError(offline_crate_hint(crate, toolchain.crate_directory, debian_package_version(crate)))
+        raise UserError(f"cargo build failed (exit {status}); the compiler's messages are above")
     if not module.exists():
         raise UserError(f"cargo succeeded but {module} is missing: is the crate a binary named {project.crate_name}?")
     module = optimize_with_wasm_opt(module, target_dir / "wasm-opt" / module.name, request.simd, log)
@@ -91,6 +93,72 @@ def build_module(project: Project, request: BuildRequest = BuildRequest(), log: 
     }
     write_atomically(stamp_path, json.dumps(stamp, indent=2))
     return built
+
+
+def prebuilt_module(path: Path, simd: bool = False) -> BuiltModule:
+    """A module built elsewhere (a CI job's artifact), to push as it is."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UserError(f"cannot read the module {path}: {error.strerror}") from None
+    if data[:4] != b"\0asm":
+        raise UserError(f"{path} is not a WebAssembly module (it does not start with \\0asm)")
+    return BuiltModule(path, len(data), hashlib.sha256(data).hexdigest(), rebuilt=False, simd=simd)
+
+
+def run_cargo(command: list[str], env: dict[str, str], log: TextIO) -> tuple[int, str]:
+    """Runs cargo with its messages passed on to `log` as they come (progress on our stderr, so
+    stdout keeps only the result); returns its exit status and the messages, to read a failure."""
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.PIPE, text=True, errors="replace")
+    assert process.stderr is not None
+    kept: list[str] = []
+    for line in process.stderr:
+        log.write(line)
+        log.flush()
+        kept.append(line)
+    return process.wait(), "".join(kept[-400:])
+
+
+# When the crate directory (or crates.io) has no crate of that name: newer cargo says it in one
+# line, Debian 12's cargo 1.63 (when it suggests similar names) in two.
+_NO_MATCHING_PACKAGE = re.compile(r"no matching package named `([^`]+)` found"
+                                  r"|no matching package found\s+searched package name: `([^`]+)`")
+
+
+def unresolved_crate(messages: str) -> str | None:
+    """The crate cargo could not find, from its messages, or None for any other failure."""
+    found = _NO_MATCHING_PACKAGE.search(messages)
+    return (found.group(1) or found.group(2)) if found else None
+
+
+def debian_package_of(crate: str) -> str:
+    """Debian's name for a crate's source package: `librust-<name>-dev`, '_' written as '-'."""
+    return f"librust-{crate.lower().replace('_', '-')}-dev"
+
+
+def debian_package_version(crate: str) -> str | None:
+    """The version of the crate's Debian package that apt knows, or None (no such package, or no apt)."""
+    apt_cache = shutil.which("apt-cache")
+    if apt_cache is None:
+        return None
+    try:
+        shown = subprocess.run([apt_cache, "show", "--no-all-versions", debian_package_of(crate)],
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    version = re.search(r"^Version: (\S+)", shown.stdout, re.MULTILINE)
+    return version.group(1) if shown.returncode == 0 and version else None
+
+
+def offline_crate_hint(crate: str, crate_directory: Path, debian_version: str | None) -> str:
+    """One line: which crate, why this build cannot have it, and the two ways to get it."""
+    package = debian_package_of(crate)
+    where = ("Debian's packaged crates" if crate_directory == DEBIAN_CRATE_REGISTRY else "the crates in")
+    debian = (f"apt-get install {package} (Debian's {debian_version}) brings it" if debian_version else
+              f"Debian has no {package} (apt-cache knows none; run apt-get update if its lists are old)")
+    return (f"crate `{crate}` cannot be resolved: this build is offline and uses {where} {crate_directory}; {debian}; "
+            "or install a Rust toolchain with the wasm32-wasip1 target (rustup target add wasm32-wasip1), "
+            "which takes crates from crates.io")
 
 
 def build_native(project: Project, features: tuple[str, ...] = (), log: TextIO = sys.stderr) -> Path:

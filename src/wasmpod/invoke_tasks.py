@@ -7,13 +7,20 @@ crate, local registry and local node) comes from the collection's configuration,
 
 from __future__ import annotations
 
+import copy
+import functools
+import inspect
 import os
 import sys
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 from invoke import Collection, Task
+from invoke.parser import Argument
 
 from .cli import print_json, report_config_file_errors, task
+from .errors import UserError
 
 
 def project_of(c):
@@ -27,12 +34,13 @@ def project_of(c):
 
 
 @task(help={
-    "formats": "build only these cargo features: fractalify's image formats, e.g. png,jpeg (default: all)",
+    # Rewritten per project by toolchain_collection (ProjectWords); hidden when the crate has no features.
+    "formats": "build only these features of the crate, comma-separated (default: its default features)",
     "json": "print path, size and sha256 as JSON instead of the path",
     "simd": "build with WebAssembly SIMD for wasmtime 0.33+, runwasi, SpinKube (not Krustlet's 0.30)",
 })
 def build(c, formats=None, json=False, simd=False):
-    """Compile the fractal core to a wasm32-wasi module (release); a no-op when nothing changed."""
+    """Compile the crate to a wasm32-wasi module (release); a no-op when nothing changed."""
     from .build import BuildRequest, build_module, parse_feature_list
 
     module = build_module(project_of(c), BuildRequest(features=parse_feature_list(formats), simd=simd))
@@ -123,19 +131,20 @@ RUNTIME_HELP = ("krustlet (wasm-to-oci layout, tag v<version>) or runwasi (the C
 @task(help={**REGISTRY_HELP, "simd": "push the SIMD build (tag suffix -simd)",
             "runtime": RUNTIME_HELP + "; all: both, each under its tag",
             "sign_key": "sign what was pushed, cosign's way: key file or env://NAME (default: registry.sign_key)",
-            "sbom": "attach the module's CycloneDX SBOM (an OCI 1.1 referrer; with a key also attested at .att)"})
+            "sbom": "attach the module's CycloneDX SBOM (an OCI 1.1 referrer; with a key also attested at .att)",
+            "module": "push this already built module instead of building (e.g. a CI job's artifact)"})
 def push(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None, json=False,
-         simd=False, runtime=None, sign_key=None, sbom=False):
+         simd=False, runtime=None, sign_key=None, sbom=False, module=None):
     """Push the module as an OCI artifact in the layout its runtime pulls; prints Pushed/Size/Digest."""
-    from .build import BuildRequest, build_module
+    from .build import BuildRequest, build_module, prebuilt_module
     from .config import push_runtimes
     from .push import push_module
 
     project = project_of(c)
     settings = registry_settings_of(c, registry, repository, tag, plain_http, insecure, ca_file, port, sign_key)
     runtimes = push_runtimes(c.config, runtime)
-    pushed = push_module(project, build_module(project, BuildRequest(simd=simd)), settings, dict(os.environ), runtimes,
-                         sbom=sbom)
+    built = prebuilt_module(Path(module), simd) if module else build_module(project, BuildRequest(simd=simd))
+    pushed = push_module(project, built, settings, dict(os.environ), runtimes, sbom=sbom)
     if json:
         print_json(pushed.as_json())
     else:
@@ -206,7 +215,7 @@ DEPLOY_HELP = {
     "kind": "pod, job or deployment",
     "name": "the workload's name (DNS-1123)",
     "namespace": "the namespace",
-    "env": "KEY=VALUE for the core (e.g. FRACTALIFY_C=-0.8,0.156); repeatable",
+    "env": "KEY=VALUE for the module; repeatable",  # rewritten per project with its variables
     "target": "local (the embedded node) or kubectl (the current cluster)",
     "context": "kubectl context (default: the current one)",
     "out": "also write the rendered files into this directory",
@@ -288,6 +297,67 @@ def logs(c, name=None, namespace=None):
     print(local_node_logs(project_of(c), settings))
 
 
+class _ListFlagFillsName(Argument):
+    """`new --list`: sets NAME to "" when it is seen, because invoke refuses a command line that
+    leaves a positional argument out, and `invoke new --list` needs no NAME."""
+
+    name_argument: Argument
+
+    def set_value(self, value, cast: bool = True) -> None:
+        super().set_value(value, cast)
+        if self.name_argument.value is None:
+            self.name_argument.set_value("", cast=False)
+
+
+class NewPocTask(Task):
+    def get_arguments(self, ignore_unknown_help=None):
+        arguments = super().get_arguments(ignore_unknown_help)
+        by_name = {argument.name: argument for argument in arguments}
+        by_name["list"].__class__ = _ListFlagFillsName
+        by_name["list"].name_argument = by_name["name"]
+        return arguments
+
+
+@task(klass=NewPocTask, positional=["name"], help={"name": "the PoC's name: crate, image and Pod (lower-case letters, digits, '-')",
+            "dest": "directory to create (default: ./NAME where you run this; never inside the toolchain's tree)",
+            "force": "replace an existing directory",
+            "template": "what the crate starts as (default: files); see --list",
+            "toolchain": "the wasmpod the PoC installs: a wheel, a checkout or a git URL (default: this one)",
+            "list": "list the templates and exit"})
+def new(c, name=None, dest=None, force=False, template=None, toolchain=None, list=False):
+    """Start a new PoC that stands alone: a crate, its tasks, config, README, tests and CI pipeline."""
+    from .scaffold import DEFAULT_TEMPLATE, describe_templates, new_poc
+
+    if list:
+        print(describe_templates())
+        return
+    if not name:
+        raise UserError("name the PoC: invoke new NAME [--template T] (invoke new --list shows the templates)")
+    created = new_poc(name, Path(dest) if dest else None, force, template or DEFAULT_TEMPLATE, toolchain)
+    print(f"created {created}; next: cd {created} && ./bootstrap.sh test")
+
+
+@task
+def test(c):
+    """Run the project's tests: the crate's cargo test, then pytest over tests/."""
+    import subprocess
+
+    from .build import cargo_test
+
+    project = project_of(c)
+    if cargo_test(project) != 0:
+        raise UserError(f"cargo test of {project.crate_name} failed; its messages are above")
+    # pytest runs in a process of its own so its exit status and output are exactly its own.
+    finish_status(subprocess.run([sys.executable, "-m", "pytest", "-q", "tests"], cwd=project.root).returncode)
+
+
+def finish_status(status: int) -> None:
+    from invoke import Exit
+
+    if status != 0:
+        raise Exit(code=status)
+
+
 def finish(result) -> None:
     from invoke import Exit
 
@@ -304,8 +374,10 @@ def toolchain_collection(root: Path, crate: str, *project_tasks: Task) -> Collec
     from .supply_chain_tasks import SUPPLY_CHAIN_TASKS
 
     report_config_file_errors()
+    words = ProjectWords.of(root, crate)
     own = {t.name for t in project_tasks}
-    shared = [t for t in (build, run, push, pull, login, deploy, undeploy, status, logs, sbom, *SUPPLY_CHAIN_TASKS)
+    shared = [for_project(t, words)
+              for t in (build, run, push, pull, login, deploy, undeploy, status, logs, sbom, test, new, *SUPPLY_CHAIN_TASKS)
               if t.name not in own]
     collection = Collection(*shared, *project_tasks)
     collection.add_collection(Collection("registry", registry_up, registry_down, registry_status))
@@ -316,3 +388,64 @@ def toolchain_collection(root: Path, crate: str, *project_tasks: Task) -> Collec
         "wasmpod": {"root": str(root), "crate": crate, "registry_dir": None, "node_dir": None},
     })
     return collection
+
+
+@dataclass(frozen=True)
+class ProjectWords:
+    """What the shared tasks' help says of the project they serve: its crate, its variables, and
+    whether fractalify's build flags apply to it (`--formats` needs crate features; `--simd`
+    needs `simd = true` under `[package.metadata.wasmpod]`)."""
+
+    crate: str
+    env: tuple[str, ...]
+    features: tuple[str, ...]
+    simd: bool
+
+    @classmethod
+    def of(cls, root: Path, crate: str) -> "ProjectWords":
+        try:
+            manifest = tomllib.loads((root / "src" / crate / "Cargo.toml").read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            manifest = {}  # `invoke --list` still works; the first task that needs the crate says what is wrong
+        metadata = ((manifest.get("package") or {}).get("metadata") or {}).get("wasmpod") or {}
+        features = tuple(name for name in (manifest.get("features") or {}) if name != "default")
+        env = metadata.get("env") if isinstance(metadata.get("env"), list) else []
+        return cls(crate, tuple(str(name) for name in env), features, metadata.get("simd") is True)
+
+    @property
+    def hidden_flags(self) -> frozenset[str]:
+        return frozenset(() if self.features else ("formats",)) | frozenset(() if self.simd else ("simd",))
+
+    def help_for(self, task_name: str, name: str, text: str) -> str:
+        if name == "formats" and task_name == "build":
+            return f"build only these features of {self.crate}, e.g. {','.join(self.features[:2])} (default: its default features)"
+        if name == "env" and self.env:
+            return f"KEY=VALUE for {self.crate}'s module ({', '.join(self.env)}); repeatable"
+        return text
+
+    def doc_for(self, task_name: str, doc: str) -> str:
+        if task_name == "build":
+            return f"Compile {self.crate} (src/{self.crate}) to a wasm32-wasi module (release); a no-op when nothing changed."
+        return doc
+
+
+def for_project(shared: Task, words: ProjectWords) -> Task:
+    """A copy of a shared task whose --list line, --help texts and flags speak of this project."""
+    hidden = {name for name in words.hidden_flags if name in inspect.signature(shared.body).parameters}
+    specialized = copy.copy(shared)
+    specialized.help = {name: words.help_for(shared.name, name, text) for name, text in shared.help.items()
+                        if name not in hidden}
+    specialized.__doc__ = words.doc_for(shared.name, shared.__doc__ or "")
+    if hidden:
+        body = shared.body
+
+        @functools.wraps(body)
+        def narrowed(*args, **kwargs):
+            return body(*args, **kwargs)
+
+        # invoke reads a task's flags from its body's signature: without them, they do not exist.
+        signature = inspect.signature(body)
+        narrowed.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[p for p in signature.parameters.values() if p.name not in hidden])
+        specialized.body = narrowed
+    return specialized

@@ -60,7 +60,7 @@ def volume_from(source: str, name: str, mount_path: str, create: bool) -> Volume
         raise UserError(f"{name}: Krustlet cannot mount emptyDir volumes (the Pod would fail to start): "
                         "use a host path (/abs/dir) or a persistentVolumeClaim (pvc:NAME)")
     if not PurePosixPath(source).is_absolute() or "\n" in source or "\0" in source:
-        raise UserError(f"{name}: host path {source!r} must be absolute (e.g. /srv/fractalify/input), or pvc:NAME")
+        raise UserError(f"{name}: host path {source!r} must be absolute (e.g. /srv/input), or pvc:NAME")
     return Volume(name, mount_path, host_path=source, host_path_type="DirectoryOrCreate" if create else "Directory")
 
 

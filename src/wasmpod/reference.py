@@ -64,7 +64,7 @@ def parse_reference(text: str) -> ImageReference:
         raise UserError(f"{text!r}: the digest must be sha256:<64 hex digits>")
     registry, slash, path = rest.partition("/")
     if not slash or not ("." in registry or ":" in registry or registry == "localhost"):
-        raise UserError(f"{text!r} does not name a registry: write it as REGISTRY/REPOSITORY[:TAG], e.g. 127.0.0.1:5000/fractalify:v1")
+        raise UserError(f"{text!r} does not name a registry: write it as REGISTRY/REPOSITORY[:TAG], e.g. 127.0.0.1:5000/NAME:v1")
     repository, colon, tag = path.rpartition(":") if ":" in path else (path, "", "")
     return ImageReference(
         registry=check_registry(registry),

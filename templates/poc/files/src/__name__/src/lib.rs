@@ -32,6 +32,16 @@ mod tests {
         assert_eq!(summarize(b"hello wasm\nworld"), format!("bytes: 16\nlines: 2\nwords: 3\nfnv1a64: {:016x}\n", fnv1a64(b"hello wasm\nworld")));
     }
 
+    /// The examples and what the module must write for them: tests/test_poc.py compares the
+    /// module's output in wasmtime with the same files, so the format is stated once, here.
+    #[test]
+    fn examples_give_their_expected_results() {
+        assert_eq!(summarize(include_bytes!("../../../examples/input/hello.txt")),
+                   include_str!("../../../examples/expected/hello.txt.txt"));
+        assert_eq!(summarize(include_bytes!("../../../examples/input/numbers.csv")),
+                   include_str!("../../../examples/expected/numbers.csv.txt"));
+    }
+
     #[test]
     fn fingerprint_is_fnv1a() {
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
