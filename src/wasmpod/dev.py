@@ -170,6 +170,8 @@ class DevLoop:
                 self.console.say(f"dev: the module and settings are unchanged ({pushed.digest[:19]}): still running")
                 return
             self.console.say(f"dev: pushed {pushed.reference} ({pushed.size:,} bytes, {pushed.digest[:19]})")
+            if pushed.registry_note:
+                self.console.say(f"dev: {pushed.registry_note}")
             if self.deployed is not None and (self.options.fresh or (self.deployed.namespace, self.deployed.name)
                                               != (deploy.namespace, deploy.name)):
                 # Stopped before its outputs go, so the old module cannot write them again.

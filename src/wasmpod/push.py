@@ -29,9 +29,19 @@ class Transfer:
     digest: str
     blobs_uploaded: int = 0
     path: Path | None = None
+    moved_from: str | None = None  # the digest the tag named before this push, when it named another
+    registry_note: str | None = None  # the local registry on our port is another checkout's
 
     def lines(self) -> list[str]:
-        return [f"{self.verb}: {self.reference}", f"Size: {self.size}", f"Digest: {self.digest}"]
+        """Notes first: the last three lines stay Pushed/Size/Digest, as scripts read them."""
+        lines = []
+        if self.moved_from:
+            # IfNotPresent (Kubernetes' default for a tag other than latest) keeps a node's cached old module.
+            lines.append(f"tag {self.reference.tag} moved from {self.moved_from} to {self.digest}: nodes pulling "
+                         "with imagePullPolicy IfNotPresent keep the old module; deploy with --pin to name the digest")
+        if self.registry_note:
+            lines.append(self.registry_note)
+        return lines + [f"{self.verb}: {self.reference}", f"Size: {self.size}", f"Digest: {self.digest}"]
 
     def as_json(self) -> dict[str, object]:
         described: dict[str, object] = {
@@ -40,6 +50,8 @@ class Transfer:
         }
         if self.verb == "Pushed":
             described["blobs_uploaded"] = self.blobs_uploaded
+            described["moved_from"] = self.moved_from
+            described["registry_note"] = self.registry_note
         if self.path is not None:
             described["path"] = str(self.path)
         return described
@@ -69,13 +81,25 @@ def push_artifact(client: RegistryClient, target: ImageReference, artifact: Arti
         config_path.write_bytes(CONFIG_BYTES)
         uploaded = int(client.upload_blob(repository, artifact.config, config_path))
     uploaded += int(client.upload_blob(repository, artifact.layer, artifact.module, on_progress))
+    previous = _tagged_digest(client, target)
     stored_digest = client.put_manifest(repository, target.tag, artifact.manifest)
     expected = artifact.manifest_digest
     if stored_digest and stored_digest != expected:
         raise UserError(f"registry {client.registry} stored the manifest as {stored_digest}, not {expected}: "
                         "something between us and it changed the bytes")
     _verify(client, target, artifact)
-    return Transfer("Pushed", target, artifact.layer.size, expected, blobs_uploaded=uploaded)
+    return Transfer("Pushed", target, artifact.layer.size, expected, blobs_uploaded=uploaded,
+                    moved_from=previous if previous and previous != expected else None)
+
+
+def _tagged_digest(client: RegistryClient, target: ImageReference) -> str | None:
+    """The digest of what the tag names now; None when it names nothing (or the registry will
+    not say: the push itself then reports what is wrong)."""
+    try:
+        body, _ = client.get_manifest(target.repository, target.tag or "")
+    except UserError:
+        return None
+    return sha256_digest(body)
 
 
 def _verify(client: RegistryClient, target: ImageReference, artifact: Artifact) -> None:
@@ -172,9 +196,13 @@ def connect(registry_dir: Path | None, settings: RegistrySettings, environ: dict
 
 def push_module(project: Project, module: BuiltModule, settings: RegistrySettings, environ: dict[str, str]) -> Transfer:
     """`invoke push`: the built module to the settings' registry, tagged v<crate version> by default."""
+    note = None
+    if settings.registry is None:
+        note = LocalRegistry(project.registry_dir, settings.local_port).up().foreign_note()
     client = connect(project.registry_dir, settings, environ)
     target = ImageReference(client.registry, settings.repository, settings.tag_for(project.crate_version, module.simd))
     provenance = replace(provenance_from_git(project.root, project.crate_version, environ),
                          wasm_features=",".join(wasm_features(module.simd)))
     artifact = compose_artifact(module.path, provenance, layer_digest=f"sha256:{module.sha256}")
-    return push_artifact(client, target, artifact, terminal_progress(f"uploading {module.path.name}"))
+    pushed = push_artifact(client, target, artifact, terminal_progress(f"uploading {module.path.name}"))
+    return replace(pushed, registry_note=note)
