@@ -14,7 +14,7 @@ from pathlib import Path
 
 from invoke import Collection, Task
 
-from .cli import print_json, report_config_file_errors, task
+from .cli import install_parse_error_hints, print_json, report_config_file_errors, task
 
 
 def project_of(c):
@@ -307,6 +307,7 @@ def toolchain_collection(root: Path, crate: str, *project_tasks: Task) -> Collec
     from .config import collection_defaults
 
     report_config_file_errors()
+    install_parse_error_hints()
     own = {t.name for t in project_tasks}
     shared = [t for t in (build, run, push, pull, login, deploy, undeploy, status, logs, dev) if t.name not in own]
     collection = Collection(*shared, *project_tasks)
