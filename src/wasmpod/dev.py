@@ -178,15 +178,33 @@ class DevLoop:
                 self.node.delete(self.deployed.namespace, self.deployed.name)
             if self.options.fresh:
                 self.remove_outputs()
-            report = deploy_workload(self.project, registry, deploy, self.environ, dry_run=False)
         except UserError as error:
             self.console.say(f"error: {error}")
             if self.deployed is not None:
                 self.console.say(f"dev: {self.deployed.namespace}/{self.deployed.name} keeps running the last good "
                                  "module; fix it and save again")
             return
+        try:
+            report = deploy_workload(self.project, registry, deploy, self.environ, dry_run=False)
+        except UserError as error:
+            # The new module may be deployed and failing (an instance that exits at start): say
+            # what runs now rather than promise the last good one.
+            self.console.say(f"error: {error}")
+            self.say_what_runs(deploy)
+            return
         self.deployed, self.deployed_digest = deploy, pushed.digest
         self.console.say(f"dev: {report.text}")
+        self.follow(deploy)
+
+    def say_what_runs(self, deploy: DeploySettings) -> None:
+        try:
+            state = self.node.status(deploy.namespace, deploy.name)
+        except UserError:
+            self.deployed, self.deployed_digest = None, None
+            self.console.say(f"dev: nothing runs as {deploy.namespace}/{deploy.name} now; fix it and save again")
+            return
+        self.deployed, self.deployed_digest = deploy, None  # Ctrl-C undeploys it; the next save redeploys
+        self.console.say(f"dev: on the local node now: {state.describe()}; fix it and save again")
         self.follow(deploy)
 
     def remove_outputs(self) -> None:

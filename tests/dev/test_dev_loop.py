@@ -144,3 +144,25 @@ def test_an_invoke_yaml_that_does_not_parse_is_one_error_and_the_workload_keeps_
         status = dev.interrupt()
     assert status == 0 and "Traceback" not in dev.output(), dev.output()
     assert not (NODE / name).exists()
+
+
+def test_a_module_that_fails_at_start_is_said_to_be_failing_and_ctrl_c_undeploys_it(poc, dev_env, tmp_path):
+    env, name = dev_env
+    main = poc / "src/thumbs/src/main.rs"
+    original = main.read_text()
+    # It builds, and its instance exits at once: the first deploy fails, yet the workload is there (as a Pod stays).
+    main.write_text(original.replace("    let options = parse_options();\n",
+                                     '    let options = parse_options();\n    eprintln!("boom"); process::exit(3);\n'))
+    try:
+        dev = DevProcess(poc, env, "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"))
+        try:
+            assert wait_for(lambda: dev.saw("instance #0 exited with status 3: boom"), 180), dev.output()
+            assert wait_for(lambda: dev.saw(f"dev: on the local node now: default/{name}  Pod"), 30), dev.output()
+            assert not dev.saw("keeps running the last good module")
+            assert (NODE / name).exists()
+        finally:
+            status = dev.interrupt()
+    finally:
+        main.write_text(original)
+    assert status == 0 and "Traceback" not in dev.output(), dev.output()
+    assert not (NODE / name).exists()  # the failing workload dev deployed is undeployed too
