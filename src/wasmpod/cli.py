@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, Callable
 
 import invoke
+import invoke.config
 from invoke.exceptions import UnknownFileType
 from invoke.util import yaml  # the YAML library invoke reads its files with (its vendored copy)
 
@@ -49,7 +50,9 @@ def report_config_file_errors() -> None:
     previous = sys.excepthook
 
     def hook(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
-        if not issubclass(kind, CONFIG_FILE_ERRORS):
+        # Only what invoke raised while reading a configuration file: a JSON error from a task's
+        # own state (say, a damaged file of the local node) must not be blamed on invoke.yaml.
+        if not issubclass(kind, CONFIG_FILE_ERRORS) or not _raised_in(traceback, invoke.config.__file__):
             previous(kind, error, traceback)
             return
         reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
@@ -112,6 +115,15 @@ def install_parse_error_hints() -> None:
 
         setattr(Program, step, explained)
     Program._wasmpod_parse_hints = True
+
+
+def _raised_in(traceback: TracebackType | None, source: str) -> bool:
+    """Whether any frame of `traceback` runs code of the file `source`."""
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_filename == source:
+            return True
+        traceback = traceback.tb_next
+    return False
 
 
 def check_config_file_found(config: Any) -> None:

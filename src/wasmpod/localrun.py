@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -246,6 +247,27 @@ GUEST_INPUT = "/input_dir"
 GUEST_OUTPUT = "/output_dir"
 
 
+def names_wasmtime_cannot_list(root: Path) -> list[str]:
+    """The names under `root` that are not valid UTF-8, escaped (`caf\\xe9.png`), relative to `root`.
+    wasmtime answers a listing of their directory with EILSEQ, so the module only sees that
+    directory fail; the host can say which name it is."""
+    found = []
+    for directory, subdirectories, files in os.walk(os.fsencode(root)):
+        for name in subdirectories + files:
+            try:
+                name.decode()
+            except UnicodeDecodeError:
+                found.append(escaped(os.path.relpath(os.path.join(directory, name), os.fsencode(root))))
+    return sorted(found)
+
+
+def escaped(raw: bytes) -> str:
+    """A file name fit for one log line, escaped as the module escapes names: backslashes doubled,
+    bytes that are not UTF-8 and control characters as `\\xNN`."""
+    text = raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+    return re.sub("[\x00-\x1f\x7f-\x9f]", lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
 def env_prefix(program: str) -> str:
     """The prefix of the variables a workload reads: `fractalify` -> `FRACTALIFY_`."""
     return program.upper().replace("-", "_") + "_"
@@ -274,6 +296,9 @@ def run_on_directories(
         preopens=((input_dir.resolve(), GUEST_INPUT), (output_dir.resolve(), GUEST_OUTPUT)),
         env=tuple(sorted(env.items())),
     )
+    for name in names_wasmtime_cannot_list(input_dir):
+        print(f"run: {name}: this name is not valid UTF-8, and wasmtime refuses to list the directory that holds it, "
+              "so the module cannot see the images beside it: rename it", file=sys.stderr)
     stop = threading.Event()
     with _sigterm_stops(stop):
         result = run_wasi(run, stop)  # stoppable by Ctrl-C and SIGTERM

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,3 +54,21 @@ def load(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGBA" if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info else "RGB"))
 
 
+
+
+def watch(input_dir: Path, output_dir: Path, *flags: str, interval: str = "0.3") -> subprocess.Popen:
+    """`invoke run` in watch mode on two directories, its output captured."""
+    return subprocess.Popen([str(INVOKE), "run", "--input", str(input_dir), "--output", str(output_dir),
+                             "--interval", interval, *flags], cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def stop_watching(process: subprocess.Popen) -> tuple[str, str]:
+    """Ctrl-C, as a user stops it; its stdout and stderr."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        return process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -9,7 +9,6 @@ import io
 import os
 import random
 import struct
-import subprocess
 import threading
 import time
 import zlib
@@ -20,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from coretools import INVOKE, ROOT, clean_env, load, noise, run_module, save
+from coretools import load, noise, run_module, save, stop_watching, watch
 from reference import expected_pixels
-from testkit import wait_for
+from testkit import invoke, wait_for
 
 FORMATS = {"png": {"format": "PNG"}, "jpg": {"format": "JPEG", "quality": 90},
            "progressive.jpg": {"format": "JPEG", "progressive": True}, "gif": {"format": "GIF"},
@@ -118,12 +117,12 @@ def test_links_are_not_followed_the_walk_ends_and_each_image_is_written_once(run
 def test_a_link_is_reported_once_in_watch_mode(tmp_path):
     save(noise(10, 12, 3), tmp_path / "in" / "a.png")
     os.symlink(".", tmp_path / "in" / "loop")
-    process = watch(tmp_path)
+    process = watch(tmp_path / "in", tmp_path / "out")
     try:
         assert wait_for(lambda: (tmp_path / "out" / "a.png").exists(), 30)
         time.sleep(1.0)  # several more scans
     finally:
-        stdout, stderr = stop(process)
+        stdout, stderr = stop_watching(process)
     assert stderr.count("loop: is a symbolic link") == 1, stderr
     assert stdout.count("wrote ") == 1
 
@@ -155,6 +154,19 @@ def test_a_name_that_is_not_utf8_does_not_stop_the_scan_of_the_others(run, tmp_p
     lines = [line for line in done.stderr.splitlines() if "odd" in line]
     assert len(lines) == 1 and "not valid UTF-8" in lines[0], done.stderr
     assert done.status == 1  # its images were not processed: a Job must not report success
+
+
+def test_invoke_run_names_the_name_that_is_not_utf8(tmp_path):
+    save(noise(8, 8, 3), tmp_path / "in" / "top.png")
+    (tmp_path / "in" / "odd").mkdir()
+    with open(os.path.join(os.fsencode(tmp_path / "in" / "odd"), b"caf\xe9\n.png"), "wb") as handle:
+        handle.write(encoded(noise(8, 8, 3), format="PNG"))
+    done = invoke("run", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--once")
+    assert done.returncode == 1
+    assert "run: odd/caf\\xe9\n.png: this name is not valid UTF-8" not in done.stderr  # escaped, newline too
+    line = next(line for line in done.stderr.splitlines() if line.startswith("run: odd/"))
+    assert line.startswith("run: odd/caf\\xe9\\x0a.png: this name is not valid UTF-8"), line
+    assert "wrote top.png" in done.stdout
 
 
 def test_a_name_as_long_as_the_file_system_allows_is_processed(run, tmp_path):
@@ -299,20 +311,6 @@ def test_a_fuzzed_corpus_through_the_decoders_never_traps_and_every_output_decod
     assert hidden_files(tmp_path / "out") == []
 
 
-def watch(tmp_path: Path, *flags: str) -> subprocess.Popen:
-    return subprocess.Popen([str(INVOKE), "run", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
-                             "--interval", "0.3", *flags], cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def stop(process: subprocess.Popen) -> tuple[str, str]:
-    if process.poll() is None:
-        process.send_signal(2)
-    try:
-        return process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
 
 
 @pytest.mark.parametrize("kind", ["lossless.webp", "webp", "progressive.jpg", "gif", "png"])
@@ -321,7 +319,7 @@ def test_watch_mode_takes_a_slowly_copied_file_only_once_it_is_complete(module, 
     data = encoded(pixels, **FORMATS[kind])
     name = "slow." + kind.rsplit(".", 1)[-1]
     (tmp_path / "in").mkdir()
-    process = watch(tmp_path)
+    process = watch(tmp_path / "in", tmp_path / "out")
     try:
         def copy_slowly() -> None:
             with open(tmp_path / "in" / name, "wb") as handle:
@@ -337,7 +335,7 @@ def test_watch_mode_takes_a_slowly_copied_file_only_once_it_is_complete(module, 
         assert wait_for(output.exists, 30)
         time.sleep(1.0)
     finally:
-        stdout, _ = stop(process)
+        stdout, _ = stop_watching(process)
     assert stdout.count("wrote ") == 1
     whole = run_module(module, tmp_path / "in", tmp_path / "once")
     assert whole.status == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from coretools import INVOKE, ROOT, clean_env, noise, save
+from coretools import noise, save, stop_watching, watch
 from testkit import fill_file_system, small_tmpfs, wait_for
 
 
@@ -26,20 +26,6 @@ def small_disk(tmp_path):
         yield disk
 
 
-def watch(input_dir: Path, output_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([str(INVOKE), "run", "--input", str(input_dir), "--output", str(output_dir),
-                             "--interval", "0.3"], cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def stop(process: subprocess.Popen) -> tuple[str, str]:
-    if process.poll() is None:
-        process.send_signal(2)
-    try:
-        return process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
 
 
 def images(folder: Path, count: int, start: int = 0) -> list[str]:
@@ -65,7 +51,7 @@ def test_a_full_disk_is_reported_once_and_every_pending_image_is_written_once_sp
         assert wait_for(lambda: all((out / name).exists() for name in pending), 30)
         print(f"space freed -> {len(pending)} pending images written: {time.monotonic() - freed:.2f} s (interval 0.3 s)")
     finally:
-        stdout, stderr = stop(process)
+        stdout, stderr = stop_watching(process)
     full = [line for line in stderr.splitlines() if "no space left on device" in line and "writing again" not in line]
     assert len(full) == 1, stderr  # once per cause, not once per image or per scan
     assert "(os error" not in stderr
@@ -86,7 +72,7 @@ def test_a_read_only_output_is_named_and_retried_until_it_is_writable_again(smal
         mount("-o", "remount,rw", str(small_disk))
         assert wait_for(lambda: all((out / name).exists() for name in pending), 30)
     finally:
-        stdout, stderr = stop(process)
+        stdout, stderr = stop_watching(process)
     # The cause in words (wasmtime hands the module EIO for a read-only mount), once.
     assert len([line for line in stderr.splitlines() if "read-only" in line and "writing again" not in line]) == 1, stderr
     assert "(os error" not in stderr
@@ -104,7 +90,7 @@ def test_a_removed_output_directory_ends_the_module_and_invoke_run_starts_it_aga
         later = images(tmp_path / "in", 1, start=5)
         assert wait_for(lambda: (out / later[0]).exists() and (out / "img0.png").exists(), 30)
     finally:
-        stdout, stderr = stop(process)
+        stdout, stderr = stop_watching(process)
     # The module said why it ended (status 75), and `invoke run` started it again, as a node would.
     assert "output directory /output_dir was removed" in stderr and "status 75" in stderr, stderr
     assert f"starting fractalify again on the output directory {out}" in stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from testkit import ROOT, invoke, wait_for
-from workload_kit import images, large_images, leftovers, one_line_error
+from workload_kit import LARGE_IMAGE_BUDGET, images, large_images, leftovers, one_line_error
 
 from registries import PASSWORD, USER
 
@@ -140,7 +140,7 @@ def test_a_runner_record_naming_another_process_never_signals_it_nor_orphans_the
 def test_a_killed_runner_is_not_running_and_a_redeploy_takes_its_claims_back(pushed, env, tmp_path, workload_names):
     name = workload_names("killed")
     large = large_images(tmp_path / "in", 2)
-    common = ("--env", "FRACTALIFY_C=0,0")
+    common = ("--env", "FRACTALIFY_C=0,0", "--env", LARGE_IMAGE_BUDGET, "--env", LARGE_IMAGE_BUDGET)
     assert deploy(pushed, name, tmp_path, *common, env=env).returncode == 0
     assert wait_for(lambda: leftovers(tmp_path / "out"))
     os.kill(recorded_runner(name).pid, signal.SIGKILL)
@@ -156,7 +156,7 @@ def test_a_killed_runner_is_not_running_and_a_redeploy_takes_its_claims_back(pus
 def test_undeploy_while_an_instance_works_on_an_image_leaves_no_claims(pushed, env, tmp_path, workload_names):
     name = workload_names("midway")
     large_images(tmp_path / "in", 2)
-    assert deploy(pushed, name, tmp_path, "--kind", "deployment", "--replicas", "2", "--env", "FRACTALIFY_C=0,0",
+    assert deploy(pushed, name, tmp_path, "--kind", "deployment", "--replicas", "2", "--env", "FRACTALIFY_C=0,0", "--env", LARGE_IMAGE_BUDGET,
                   env=env).returncode == 0
     assert wait_for(lambda: len([p for p in leftovers(tmp_path / "out") if p.suffix == ".claim"]) == 2)
     assert invoke("undeploy", "--name", name, env=env).returncode == 0
@@ -322,3 +322,48 @@ def test_a_killed_instance_is_not_running_and_is_restarted(pushed, env, tmp_path
     assert (instance.exit_code, instance.restarts, instance.last_error) == (130, 1, "killed by a signal")
     # Running again, with how its last run ended (as kubectl's Last State).
     assert wait_for(lambda: f"{name}  Pod  Running  [#0 Running (1 restarts, last exit 130)]" in invoke("status", env=env).stdout, 30)
+
+
+# A module that fails only as the Indexed Job's second Pod: exit status 3 when its environment
+# holds JOB_COMPLETION_INDEX=1, success otherwise.
+FAILS_AS_INDEX_ONE = """
+(module
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_get" (func $get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 4)
+  (data (i32.const 512) "JOB_COMPLETION_INDEX=1\\00")
+  (func (export "_start")
+    (local $i i32) (local $j i32) (local $size i32)
+    (drop (call $sizes (i32.const 0) (i32.const 4)))
+    (drop (call $get (i32.const 1024) (i32.const 65536)))
+    (local.set $size (i32.load (i32.const 4)))
+    (block $done (loop $next
+      (br_if $done (i32.gt_u (i32.add (local.get $i) (i32.const 23)) (local.get $size)))
+      (local.set $j (i32.const 0))
+      (block $differ (loop $compare
+        (br_if $differ (i32.ne (i32.load8_u (i32.add (i32.const 65536) (i32.add (local.get $i) (local.get $j))))
+                               (i32.load8_u (i32.add (i32.const 512) (local.get $j)))))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (if (i32.eq (local.get $j) (i32.const 23)) (then (call $exit (i32.const 3))))
+        (br $compare)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))))
+"""
+
+
+def test_a_job_is_failed_when_one_instance_fails_and_the_others_succeed(registry, env, tmp_path, workload_names):
+    import wasmtime
+
+    module = tmp_path / "fails-as-one.wasm"
+    module.write_bytes(wasmtime.wat2wasm(FAILS_AS_INDEX_ONE))
+    client = RegistryClient(registry.address, Transport.choose(registry.address, None, False, None), None)
+    push_artifact(client, ImageReference(registry.address, "fails-as-one", "v1"), compose_artifact(module, Provenance()))
+    name = workload_names("one-fails")
+    (tmp_path / "in").mkdir()
+    done = invoke("deploy", "--registry", registry.address, "--repository", "fails-as-one", "--tag", "v1", "--name", name,
+                  "--kind", "job", "--completions", "3", "--parallelism", "3", "--input-dir", str(tmp_path / "in"),
+                  "--output-dir", str(tmp_path / "out"), env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert ": Failed" in done.stdout
+    assert "#0 Succeeded" in done.stdout and "#2 Succeeded" in done.stdout and "#1 Error (exit 3)" in done.stdout

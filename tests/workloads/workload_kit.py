@@ -35,6 +35,10 @@ def images(folder: Path, count: int, start: int = 0) -> list[str]:
     return names
 
 
+# The large images take more than the module's default byte budget (256 MiB) to decode and write.
+LARGE_IMAGE_BUDGET = f"FRACTALIFY_MAX_BYTES={1 << 30}"
+
+
 def large_images(folder: Path, count: int) -> list[str]:
     """Images the module works on for seconds each (64 Mpx, flat, with FRACTALIFY_C=0,0 every
     pixel takes many iterations): time enough to stop an instance in the middle of one."""
