@@ -385,6 +385,11 @@ class _LogCursor:
         return [line.decode(errors="replace") for line in complete]
 
 
+def _last(texts: list[str], count: int | None) -> list[str]:
+    """The last `count` of `texts` (all with None; `texts[-0:]` would be all of them too)."""
+    return texts if count is None else texts[len(texts) - count:] if count else []
+
+
 def _last_line(path: Path) -> str:
     """The last non-empty line of `path` (its end only: a log can be long)."""
     try:
@@ -544,7 +549,7 @@ class LocalNode:
             for index, out, err in files.instance_logs():
                 for stream, path in (("stdout", out), ("stderr", err)):
                     texts = _LogCursor().read_new(path)
-                    lines.extend(LogLine(index, stream, text) for text in (texts[-tail:] if tail else texts))
+                    lines.extend(LogLine(index, stream, text) for text in _last(texts, tail))
             return lines
 
     def follow(self, namespace: str, name: str, emit: Callable[[LogLine], None], stop: threading.Event,
@@ -562,8 +567,8 @@ class LocalNode:
                         for stream, path in (("stdout", out), ("stderr", err)):
                             fresh = (index, stream) not in cursors
                             texts = cursors.setdefault((index, stream), _LogCursor()).read_new(path)
-                            if fresh and first and tail is not None:
-                                texts = texts[-tail:] if tail else []
+                            if fresh and first:
+                                texts = _last(texts, tail)
                             for text in texts:
                                 emit(LogLine(index, stream, text))
                 first = False

@@ -47,6 +47,7 @@ def test_logs_tail_gives_the_last_lines_of_each_stream_and_json_one_object_a_lin
     every = invoke("logs", "--name", deployed, env=env).stdout.splitlines()
     tailed = invoke("logs", "--name", deployed, "--tail", "1", env=env).stdout.splitlines()
     assert tailed == [every[-1]] and "wrote " in tailed[0]  # stdout's last line; stderr is empty
+    assert invoke("logs", "--name", deployed, "--tail", "0", env=env).stdout == ""
     objects = [json.loads(line) for line in invoke("logs", "--name", deployed, "--json", env=env).stdout.splitlines()]
     assert [(o["instance"], o["stream"]) for o in objects] == [(0, "stdout")] * len(every)
     assert [f"[instance-0] {o['line']}" for o in objects] == every
