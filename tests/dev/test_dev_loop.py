@@ -166,3 +166,11 @@ def test_a_module_that_fails_at_start_is_said_to_be_failing_and_ctrl_c_undeploys
         main.write_text(original)
     assert status == 0 and "Traceback" not in dev.output(), dev.output()
     assert not (NODE / name).exists()  # the failing workload dev deployed is undeployed too
+
+
+@pytest.mark.parametrize("interval", ["nope", "0", "61"])
+def test_a_bad_interval_is_one_line_before_anything_is_built(poc, interval):
+    done = invoke("dev", "--interval", interval, cwd=poc, timeout=60)
+    assert done.returncode == 1 and done.stderr.splitlines() == [done.stderr.strip()] and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: --interval must be"), done.stderr
+    assert done.stdout == ""
