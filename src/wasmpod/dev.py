@@ -94,6 +94,16 @@ def watched_paths(project: Project) -> tuple[list[Path], Path]:
     return recursive, project.root
 
 
+def _templates_digest(directory: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(directory.rglob("*")) if directory.is_dir() else []:
+        if path.is_file():
+            digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def _files_in(directory: Path) -> set[Path]:
     """The visible files under `directory` (hidden ones are the module's claims and temporary files)."""
     if not directory.is_dir():
@@ -143,7 +153,7 @@ class DevLoop:
         self.console = console
         self.node = LocalNode(project.node_dir)
         self.deployed: DeploySettings | None = None
-        self.deployed_digest: str | None = None
+        self.deployed_digest: tuple[str, str] | None = None  # the module's digest and the templates'
         self.stop = threading.Event()
         self.follower: tuple[threading.Event, threading.Thread] | None = None
         self.ours_before: set[Path] = set()
@@ -166,7 +176,9 @@ class DevLoop:
             registry, deploy = dev_settings(self.project, *self.load_settings(), self.options)
             module = build_module(self.project, BuildRequest(simd=deploy.simd, quick=True), log=sys.stderr)
             pushed = push_module(self.project, module, registry, self.environ)
-            if self.deployed == deploy and self.deployed_digest == pushed.digest:
+            # What the deploy is made of: a template saved changes the Pod with the module and settings unchanged.
+            made_of = (pushed.digest, _templates_digest(deploy.templates))
+            if self.deployed == deploy and self.deployed_digest == made_of:
                 self.console.say(f"dev: the module and settings are unchanged ({pushed.digest[:19]}): still running")
                 return
             self.console.say(f"dev: pushed {pushed.reference} ({pushed.size:,} bytes, {pushed.digest[:19]})")
@@ -192,7 +204,7 @@ class DevLoop:
             self.console.say(f"error: {error}")
             self.say_what_runs(deploy)
             return
-        self.deployed, self.deployed_digest = deploy, pushed.digest
+        self.deployed, self.deployed_digest = deploy, made_of
         self.console.say(f"dev: {report.text}")
         self.follow(deploy)
 

@@ -122,10 +122,12 @@ def test_a_saved_change_is_built_pushed_redeployed_and_shown_and_ctrl_c_undeploy
     assert f"default/{name}" not in invoke("status", env=env, cwd=poc).stdout
 
 
-def test_an_invoke_yaml_that_does_not_parse_is_one_error_and_the_workload_keeps_running(poc, dev_env, tmp_path):
+def test_an_invoke_yaml_that_does_not_parse_is_one_error_and_a_saved_template_redeploys(poc, dev_env, tmp_path):
     env, name = dev_env
     config = poc / "invoke.yaml"
     original = config.read_text()
+    template = poc / "templates" / "k8s" / "pod.yaml.j2"
+    template_text = template.read_text()
     dev = DevProcess(poc, env, "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"))
     try:
         assert wait_for(lambda: dev.saw(f"deployed Pod default/{name}"), 180), dev.output()
@@ -139,7 +141,14 @@ def test_an_invoke_yaml_that_does_not_parse_is_one_error_and_the_workload_keeps_
         mark = len(dev.lines)
         save_by_rename(config, original)
         assert wait_for(lambda: dev.saw("unchanged", mark), 60), dev.output()
+        # A template saved: the module and settings are the same, the Pod is not.
+        mark = len(dev.lines)
+        with template.open("a") as edited:
+            edited.write("# edited\n")
+        assert wait_for(lambda: dev.saw(f"deployed Pod default/{name}", mark), 60), dev.output()
+        assert dev.saw("templates/k8s/pod.yaml.j2 changed", mark) and not dev.saw("unchanged", mark)
     finally:
+        template.write_text(template_text)
         config.write_text(original)
         status = dev.interrupt()
     assert status == 0 and "Traceback" not in dev.output(), dev.output()
