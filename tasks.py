@@ -4,6 +4,7 @@
     invoke run       run the module in wasmtime on two directories, as its Pod would
     invoke push      store the module as a Krustlet-pullable OCI artifact (local registry by default)
     invoke pull      fetch a module by reference and verify it
+    invoke keygen / sign / verify / referrers    cosign-compatible keys and signatures, what is attached
     invoke login     check credentials against a registry, then save them in the docker config
     invoke deploy    render the Pod (Job, Deployment, pull Secret) and apply it: local node or kubectl
     invoke undeploy  stop and delete what deploy started

@@ -27,6 +27,7 @@ REGISTRY_DEFAULTS: dict[str, Any] = {
     "insecure": False,
     "ca_file": None,
     "local_port": 5000,
+    "sign_key": None,  # push signs with this key (cosign format; a file or env://NAME)
 }
 
 DEPLOY_DEFAULTS: dict[str, Any] = {
@@ -47,6 +48,8 @@ DEPLOY_DEFAULTS: dict[str, Any] = {
     "out": None,
     "templates": "templates/k8s",
     "simd": False,  # deploy the SIMD build (tag suffix -simd): not for Krustlet's wasmtime 0.30
+    "create_policy": False,  # also render a Kyverno ClusterPolicy admitting the image only signed by verify_key
+    "verify_key": None,  # refuse a module not signed with this public key (file or env://NAME); the policy trusts it
 }
 
 TARGETS = ("local", "kubectl")
@@ -136,6 +139,7 @@ def registry_settings(config: Any, flags: Mapping[str, Any]) -> RegistrySettings
         insecure=_as_bool(values["insecure"], "registry.insecure"),
         ca_file=_as_optional_str(values["ca_file"], "registry.ca_file"),
         local_port=as_int(values["local_port"], "registry.local_port", 1, 65535),
+        sign_key=_as_optional_str(values["sign_key"], "registry.sign_key"),
     )
 
 
@@ -158,6 +162,8 @@ class DeploySettings:
     out: Path | None
     templates: Path
     simd: bool = False
+    create_policy: bool = False
+    verify_key: str | None = None  # public key (file or env://NAME) the module must be signed with
 
 
 def _env_value(value: Any, key: str) -> str:
@@ -252,4 +258,14 @@ def deploy_settings(config: Any, flags: Mapping[str, Any], project: Project) -> 
         out=Path(out) if out else None,
         templates=templates if templates.is_absolute() else root / templates,
         simd=_as_bool(values["simd"], "deploy.simd"),
+        **_policy_settings(values),
     )
+
+
+def _policy_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`create_policy` and `verify_key`: a policy needs the key it trusts."""
+    create = _as_bool(values["create_policy"], "deploy.create_policy")
+    key = _as_optional_str(values["verify_key"], "deploy.verify_key")
+    if create and not key:
+        raise UserError("--create-policy needs the signers' public key: --verify-key FILE (deploy.verify_key), e.g. cosign.pub")
+    return {"create_policy": create, "verify_key": key}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,7 +14,8 @@ from .config import DeploySettings
 from .credentials import resolve_credentials
 from .errors import UserError
 from .local_node import DamagedState, LocalNode, LogLine, WorkloadState
-from .manifests import GUEST_INPUT, GUEST_OUTPUT, PullSecret, Workload, render_manifests, volume_from
+from .manifests import (GUEST_INPUT, GUEST_OUTPUT, ImagePolicy, PullSecret, Workload, check_public_key_pem, render_manifests,
+                        render_policy, volume_from)
 from .oci_client import Transport
 from .project import Project
 from .push import connect
@@ -62,6 +63,8 @@ def render_deployment(project: Project, registry: RegistrySettings, settings: De
     """Everything before applying: the image (checked to exist in its registry, unless a dry run;
     pinned to the digest the registry holds with --pin), the pull Secret, the rendered and
     checked manifests."""
+    if settings.create_policy:
+        check_policy_target(settings, dry_run)
     image = image_reference(project, registry, local_address(registry), settings.simd)
     if settings.pin or not dry_run:
         if dry_run:
@@ -70,6 +73,11 @@ def render_deployment(project: Project, registry: RegistrySettings, settings: De
         else:
             client = connect(project.registry_dir, registry, environ)
         _, digest = client.get_manifest(image.repository, image.reference)
+        if settings.verify_key and not dry_run:  # as an admission controller would, before anything is applied
+            from .keys import load_verify_key
+            from .signing import require_signature
+
+            require_signature(client, image.with_digest(digest), load_verify_key(settings.verify_key, environ), "deploy it")
         if settings.pin:
             image = image.with_digest(digest)
     secret = None
@@ -94,7 +102,32 @@ def render_deployment(project: Project, registry: RegistrySettings, settings: De
         parallelism=settings.parallelism,
         completions=settings.completions,
     )
-    return Rendered(render_manifests(settings.templates, workload, secret), image)
+    policy = [render_image_policy(image, settings, environ)] if settings.create_policy else []
+    return Rendered([*policy, *render_manifests(settings.templates, workload, secret)], image)
+
+
+def check_policy_target(settings: DeploySettings, dry_run: bool) -> None:
+    """Before the registry is asked: the local node has no admission control to give a policy to."""
+    if settings.target == "local" and not dry_run:
+        raise UserError("--create-policy is for a cluster with Kyverno (--target kubectl, or --dry-run to print it): "
+                        "the local node does not run Kyverno")
+
+
+def render_image_policy(image: ImageReference, settings: DeploySettings,
+                        environ: Mapping[str, str]) -> tuple[str, str, dict]:
+    """The Kyverno ClusterPolicy of `--create-policy`: the image's repository, signed by the key."""
+    from .keys import read_key_text
+
+    assert settings.verify_key is not None  # deploy_settings requires it with create_policy
+    raw, described = read_key_text(settings.verify_key, environ)  # a file, or env://NAME as for verifying
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise UserError(f"{described} is not a PEM text file") from None
+    policy = ImagePolicy(name=f"{settings.namespace}-{settings.name}-signed",
+                         repository=f"{image.registry}/{image.repository}",
+                         public_key_pem=check_public_key_pem(text, described))
+    return render_policy(settings.templates, policy)
 
 
 def write_files(rendered: Rendered, out: Path) -> list[Path]:
@@ -137,11 +170,11 @@ def apply_kubectl(rendered: Rendered, settings: DeploySettings, scratch: Path) -
     return run_kubectl(kubectl_command("apply", files, settings))
 
 
-def apply_local(project: Project, rendered: Rendered, registry: RegistrySettings) -> WorkloadState:
+def apply_local(project: Project, rendered: Rendered, registry: RegistrySettings, verify_key=None) -> WorkloadState:
     def transport_for(address: str) -> Transport:
         return Transport.choose(address, registry.plain_http, registry.insecure, registry.ca_file)
 
-    return LocalNode(node_state_dir(project)).apply(rendered.objects, transport_for)
+    return LocalNode(node_state_dir(project)).apply(rendered.objects, transport_for, verify_key=verify_key)
 
 
 def node_state_dir(project: Project) -> Path:
@@ -155,8 +188,10 @@ def undeploy(project: Project, registry: RegistrySettings, settings: DeploySetti
     if settings.target == "local":
         gone = LocalNode(node_state_dir(project)).delete(settings.namespace, settings.name)
         return f"{settings.namespace}/{settings.name}: " + ("stopped and removed" if gone else "was not deployed on the local node")
-    # The same files deploy applied: render them again (without contacting the registry).
-    rendered = render_deployment(project, registry, replace(settings, pin=False, create_pull_secret=False), environ, dry_run=True)
+    # The same files deploy applied: render them again (without contacting the registry). The
+    # ClusterPolicy stays: it guards the repository, whatever runs from it (kubectl delete clusterpolicy).
+    rendered = render_deployment(project, registry, replace(settings, pin=False, create_pull_secret=False,
+                                                            create_policy=False), environ, dry_run=True)
     with tempfile.TemporaryDirectory(prefix="wasmpod-undeploy-") as scratch:
         said = run_kubectl(kubectl_command("delete", write_files(rendered, Path(scratch)), settings))
     if settings.create_pull_secret and settings.pull_secret:
@@ -194,7 +229,11 @@ def deploy_workload(project: Project, registry: RegistrySettings, settings: Depl
         with tempfile.TemporaryDirectory(prefix="wasmpod-deploy-") as scratch:
             said = apply_kubectl(rendered, settings, Path(scratch))
         return DeployReport(said, image=str(rendered.image), state="applied", files=files)
-    state = apply_local(project, rendered, registry)
+    from .keys import load_verify_key
+
+    # The node checks the signature of what it pulled too: the tag may have moved since the check above.
+    state = apply_local(project, rendered, registry,
+                        load_verify_key(settings.verify_key, environ) if settings.verify_key else None)
     failed = state.phase == "Failed"
     lines = [f"deployed {state.kind} {state.namespace}/{state.name} from {rendered.image} on the local node: {state.phase}"]
     if state.kind == "Job" or failed:

@@ -74,15 +74,19 @@ def dev_settings(project: Project, registry: RegistrySettings, deploy: DeploySet
                  options: DevOptions) -> tuple[RegistrySettings, DeploySettings]:
     """The configured settings turned to the loop's: the embedded registry (whatever address is
     configured for releases) under tag `dev`, the local node, dev's directories, the digest
-    pinned, and the short interval unless the configuration sets the variable itself."""
-    registry = replace(registry, registry=None, tag=DEV_TAG, plain_http=None, insecure=False, ca_file=None)
+    pinned, no signing or verification, and the short interval unless the configuration sets
+    the variable itself."""
+    # Not signed, nor verified: a save's module is never released, and a key's password would stop the loop.
+    registry = replace(registry, registry=None, tag=DEV_TAG, plain_http=None, insecure=False, ca_file=None,
+                       sign_key=None)
     env = list(deploy.env)
     variable = f"{env_prefix(project.crate_name)}INTERVAL"
     declared = declared_env(project.crate_dir)
     if (declared is None or variable in declared) and all(e.name != variable for e in env):
         env.append(EnvVar(variable, f"{options.interval:g}"))
     deploy = replace(deploy, target="local", input_dir=str(options.input_dir), output_dir=str(options.output_dir),
-                     pin=True, pull_secret=None, create_pull_secret=False, out=None, env=tuple(env))
+                     pin=True, pull_secret=None, create_pull_secret=False, out=None, env=tuple(env),
+                     create_policy=False, verify_key=None)
     return registry, deploy
 
 

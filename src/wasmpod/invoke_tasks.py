@@ -66,6 +66,30 @@ def run_module_on(c, input_dir: Path, output_dir: Path, flags: list[str]) -> Non
     finish(run_on_directories(module.path, project.crate_name, input_dir, output_dir, flags, dict(os.environ)))
 
 
+@task(help={
+    "out": "write the SBOM to this file (default: standard output)",
+    "simd": "describe the SIMD build",
+    "formats": "describe the build with only these formats (cargo features), as `build --formats`",
+})
+def sbom(c, out=None, simd=False, formats=None):
+    """Write the CycloneDX 1.5 SBOM of the module: every crate linked into it, the toolchain, its sha256."""
+    from .atomic_files import write_atomically
+    from .build import BuildRequest, build_module, parse_feature_list
+    from .errors import UserError
+    from .sbom import build_sbom
+
+    project = project_of(c)
+    request = BuildRequest(features=parse_feature_list(formats), simd=simd)
+    document = build_sbom(project, request, build_module(project, request), dict(os.environ))
+    if out:
+        try:
+            print(write_atomically(Path(out), document))
+        except OSError as error:
+            raise UserError(f"cannot write the SBOM to {out}: {error.strerror}") from None
+    else:
+        sys.stdout.write(document.decode())
+
+
 REGISTRY_HELP = {
     "registry": "registry host[:port] (default: registry.address, else the embedded local registry)",
     "repository": "repository name (default: registry.repository)",
@@ -83,26 +107,28 @@ def _registry_help(*names: str, **more: str) -> dict[str, str]:
 
 
 def registry_settings_of(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False,
-                       ca_file=None, port=None):
+                       ca_file=None, port=None, sign_key=None):
     """The registry settings: invoke's configuration layers, then these flags."""
     from .config import check_invoke_variables, registry_settings
 
     check_invoke_variables(os.environ)
     return registry_settings(c.config, {"address": registry, "repository": repository, "tag": tag,
                                         "plain_http": plain_http or None, "insecure": insecure,
-                                        "ca_file": ca_file, "local_port": port})
+                                        "ca_file": ca_file, "local_port": port, "sign_key": sign_key})
 
 
-@task(help={**REGISTRY_HELP, "simd": "push the SIMD build (tag suffix -simd)"})
+@task(help={**REGISTRY_HELP, "simd": "push the SIMD build (tag suffix -simd)",
+            "sign_key": "sign what was pushed, cosign's way: key file or env://NAME (default: registry.sign_key)",
+            "sbom": "attach the module's CycloneDX SBOM (an OCI 1.1 referrer; with a key also attested at .att)"})
 def push(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None, json=False,
-         simd=False):
+         simd=False, sign_key=None, sbom=False):
     """Push the module as an OCI artifact in the layout Krustlet pulls; prints Pushed/Size/Digest."""
     from .build import BuildRequest, build_module
     from .push import push_module
 
     project = project_of(c)
-    settings = registry_settings_of(c, registry, repository, tag, plain_http, insecure, ca_file, port)
-    pushed = push_module(project, build_module(project, BuildRequest(simd=simd)), settings, dict(os.environ))
+    settings = registry_settings_of(c, registry, repository, tag, plain_http, insecure, ca_file, port, sign_key)
+    pushed = push_module(project, build_module(project, BuildRequest(simd=simd)), settings, dict(os.environ), sbom=sbom)
     if json:
         print_json(pushed.as_json())
     else:
@@ -180,6 +206,8 @@ DEPLOY_HELP = {
     "parallelism": "Job pods running at once",
     "completions": "Job runs in all (more than 1: an Indexed Job)",
     "simd": "deploy the SIMD build (tag suffix -simd); Krustlet's wasmtime 0.30 cannot run it",
+    "create_policy": "also render a Kyverno ClusterPolicy admitting the image only when signed by --verify-key",
+    "verify_key": "refuse a module whose cosign signature does not verify with this public key (default: deploy.verify_key)",
 }
 
 
@@ -194,7 +222,8 @@ def deploy_settings_of(c, **flags):
 def deploy(c, registry=None, repository=None, tag=None, plain_http=False, insecure=False, ca_file=None, port=None,
            pin=False, pull_secret=None, create_pull_secret=False, input_dir=None, output_dir=None, kind=None,
            name=None, namespace=None, env=None, target=None, context=None, out=None, dry_run=False,
-           replicas=None, parallelism=None, completions=None, json=False, simd=False):
+           replicas=None, parallelism=None, completions=None, json=False, simd=False, create_policy=False,
+           verify_key=None):
     """Render the Pod (or Job, Deployment, pull Secret) and apply it: to the local node or with kubectl."""
     from .deploy import deploy_workload
 
@@ -203,7 +232,8 @@ def deploy(c, registry=None, repository=None, tag=None, plain_http=False, insecu
     settings = deploy_settings_of(c, pin=pin, pull_secret=pull_secret, create_pull_secret=create_pull_secret,
                                 input_dir=input_dir, output_dir=output_dir, kind=kind, name=name,
                                 namespace=namespace, env=env, target=target, context=context, out=out,
-                                replicas=replicas, parallelism=parallelism, completions=completions, simd=simd)
+                                replicas=replicas, parallelism=parallelism, completions=completions, simd=simd,
+                                create_policy=create_policy, verify_key=verify_key)
     report = deploy_workload(project, registry_settings, settings, dict(os.environ), dry_run=dry_run)
     if json and not dry_run:
         print_json(report.as_json())
@@ -305,11 +335,13 @@ def toolchain_collection(root: Path, crate: str, *project_tasks: Task) -> Collec
     """The toolchain's tasks plus the project's own (which replace ours of the same name),
     configured for the project at `root` whose crate is `src/<crate>`."""
     from .config import collection_defaults
+    from .supply_chain_tasks import SUPPLY_CHAIN_TASKS
 
     report_config_file_errors()
     install_parse_error_hints()
     own = {t.name for t in project_tasks}
-    shared = [t for t in (build, run, push, pull, login, deploy, undeploy, status, logs, dev) if t.name not in own]
+    shared = [t for t in (build, run, push, pull, login, deploy, undeploy, status, logs, dev, sbom, *SUPPLY_CHAIN_TASKS)
+              if t.name not in own]
     collection = Collection(*shared, *project_tasks)
     collection.add_collection(Collection("registry", registry_up, registry_down, registry_status))
     # Every key has a default here, so invoke.yaml, INVOKE_* variables and -f FILE can set it.

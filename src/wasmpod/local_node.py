@@ -442,10 +442,12 @@ class LocalNode:
     def _lock_file(self, namespace: str, name: str) -> Path:
         return self.state_dir / namespace / f".{name}.lock"
 
-    def apply(self, objects: list[dict], transport_for, wait_for_job: bool = True) -> WorkloadState:
+    def apply(self, objects: list[dict], transport_for, wait_for_job: bool = True, verify_key=None) -> WorkloadState:
         """Pulls the module, then starts the runner in the background (replacing a workload of the
         same name) and waits until each instance has started its first scan. A Job is waited for
-        (without the lock, so status and logs can look meanwhile), and its end reported."""
+        (without the lock, so status and logs can look meanwhile), and its end reported. With
+        `verify_key` (a keys.VerifyKey) the module runs only if the digest pulled verifies with it,
+        as an admission controller would."""
         from .oci_client import CredentialsRequired, RegistryClient
         from .push import pull_module
 
@@ -459,7 +461,12 @@ class LocalNode:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.state_dir, prefix=".pull-") as staging:
             try:
-                pulled = pull_module(client, reference, Path(staging) / "module.wasm").path
+                transfer = pull_module(client, reference, Path(staging) / "module.wasm")
+                if verify_key is not None:
+                    from .signing import require_signature
+
+                    require_signature(client, reference.with_digest(transfer.digest), verify_key, "run it on the local node")
+                pulled = transfer.path
             except CredentialsRequired:
                 raise UserError(f"{reference.registry} asks for credentials and the node pulls with the Pod's pull "
                                 "secret only (as Krustlet does): deploy with --pull-secret NAME "

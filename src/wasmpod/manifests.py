@@ -19,6 +19,7 @@ from .reference import parse_reference
 KINDS = ("pod", "job", "deployment")
 TEMPLATE_OF_KIND = {"pod": "pod.yaml.j2", "job": "job.yaml.j2", "deployment": "deployment.yaml.j2"}
 PULL_SECRET_TEMPLATE = "pull-secret.yaml.j2"
+POLICY_TEMPLATE = "kyverno-policy.yaml.j2"
 GUEST_INPUT = "/input_dir"
 GUEST_OUTPUT = "/output_dir"
 # Volume kinds Krustlet can mount; it fails a Pod with any other (notably emptyDir).
@@ -115,6 +116,41 @@ class PullSecret:
         auth = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
         config = {"auths": {self.registry: {"username": self.username, "password": self.password, "auth": auth}}}
         return base64.b64encode(json.dumps(config, separators=(",", ":")).encode()).decode()
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """A Kyverno ClusterPolicy admitting Pods of one image repository only when signed by one key."""
+
+    name: str
+    repository: str  # "<registry>/<repository>", as the image reference writes it
+    public_key_pem: str
+
+    @property
+    def image_references(self) -> list[str]:
+        """Kyverno's wildcard patterns for every tag and digest of the repository, and nothing
+        else (a bare `repository*` would also match `repository-other`)."""
+        return [f"{self.repository}:*", f"{self.repository}@*"]
+
+
+_PUBLIC_KEY_PEM = re.compile(r"-----BEGIN PUBLIC KEY-----\r?\n([A-Za-z0-9+/=\r\n]+)-----END PUBLIC KEY-----\r?\n?")
+
+
+def check_public_key_pem(text: str, where: str) -> str:
+    """`text` when it is one PEM public key (cosign.pub: PKIX `PUBLIC KEY`), exactly as given;
+    a private key is refused by name, since the policy is readable by all who can read the cluster."""
+    import binascii
+
+    if "PRIVATE KEY-----" in text:
+        raise UserError(f"{where} is a private key: give the public key (cosign.pub), which the policy publishes")
+    match = _PUBLIC_KEY_PEM.fullmatch(text.strip(" \t\r\n") + "\n")
+    try:
+        valid = match is not None and len(base64.b64decode("".join(match.group(1).split()), validate=True)) > 0
+    except binascii.Error:
+        valid = False
+    if not valid:
+        raise UserError(f"{where} is not a PEM public key (-----BEGIN PUBLIC KEY----- ... as cosign generate-key-pair writes cosign.pub)")
+    return text
 
 
 def check_dns_label(value: str, what: str) -> str:
@@ -275,3 +311,22 @@ def render_manifests(templates: Path, workload: Workload, pull_secret: PullSecre
     objects = parse_documents(rendered)
     check_objects(objects)
     return [(name, text, obj) for (name, text), obj in zip(rendered, objects)]
+
+
+def render_policy(templates: Path, policy: ImagePolicy) -> tuple[str, str, dict]:
+    """(file name, YAML text, object) of the Kyverno ClusterPolicy. Kubernetes' own schema does
+    not know the kind; the tests check it against Kyverno's."""
+    import jinja2
+
+    check_dns_label(policy.name, "the policy name")
+    try:
+        text = template_environment(templates).get_template(POLICY_TEMPLATE).render(p=policy)
+    except jinja2.TemplateNotFound as missing:
+        raise UserError(f"template {missing.name} is missing from {templates}") from None
+    except jinja2.UndefinedError as error:
+        raise UserError(f"a template in {templates} uses a value that is not defined: {error.message}") from None
+    except jinja2.TemplateSyntaxError as error:
+        raise UserError(f"template {error.name} line {error.lineno}: {error.message}") from None
+    name = f"{policy.name}.clusterpolicy.yaml"
+    [obj] = parse_documents([(name, text)])
+    return name, text, obj

@@ -483,6 +483,29 @@ def unreachable(registry: str, error: Exception) -> UserError:
     return UserError(f"cannot reach registry {registry}: {_reason(error)}; is it running and is the address right?")
 
 
+@dataclass(frozen=True)
+class StoredManifest:
+    digest: str  # as the registry reports it
+    subject: str | None  # the OCI-Subject header: the registry keeps the referrers index itself
+
+
+@dataclass(frozen=True)
+class FoundManifest:
+    body: bytes
+    digest: str  # as the registry reports it
+    media_type: str  # its Content-Type
+
+
+def _next_page(base_url: str, link: str) -> str | None:
+    """The next page of a listing from RFC 5988 `Link: </v2/...?n=..&last=..>; rel="next"`."""
+    if 'rel="next"' not in link or "<" not in link:
+        return None
+    target = link[link.index("<") + 1:link.index(">")] if ">" in link else ""
+    if not target.startswith("/v2/"):
+        return None  # only pages of this registry: never a request to a host it names
+    return base_url.removesuffix("/v2/") + target
+
+
 class RegistryClient:
     """The operations push and pull need, each raising `UserError` with what to do."""
 
@@ -564,6 +587,67 @@ class RegistryClient:
         if response.status_code not in (200, 201):
             raise UserError(f"registry {self.registry} did not store the manifest: {_explain(response)}")
         return response.headers.get("Docker-Content-Digest", "")
+
+    # Manifests of any media type (signatures, indexes, referrers), tags and the referrers API:
+    # what attaching and discovering signatures and SBOMs needs (signing.py, referrers.py).
+
+    def store_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> StoredManifest:
+        """PUTs the exact bytes as `media_type` under a tag or a digest."""
+        url = f"{self._oras.prefix}://{self._container(repository, reference).manifest_url()}"
+        response = self._request(url, "PUT", data=body, headers={"Content-Type": media_type})
+        if response.status_code == 403:
+            raise UserError(f"registry {self.registry} denied pushing to {repository}: does this account have push rights?")
+        if response.status_code not in (200, 201):
+            raise UserError(f"registry {self.registry} did not store the {media_type} manifest {reference}: {_explain(response)}")
+        # OCI-Subject: the registry indexed the manifest's subject itself (it has the referrers API).
+        return StoredManifest(response.headers.get("Docker-Content-Digest", ""), response.headers.get("OCI-Subject"))
+
+    def find_manifest(self, repository: str, reference: str, accept: str) -> FoundManifest | None:
+        """The manifest's bytes, the registry's digest and media type; None when there is none."""
+        url = f"{self._oras.prefix}://{self._container(repository, reference).manifest_url()}"
+        response = self._request(url, "GET", headers={"Accept": accept})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise UserError(f"registry {self.registry} did not return manifest {reference}: {_explain(response)}")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return FoundManifest(response.content, response.headers.get("Docker-Content-Digest", ""), media_type)
+
+    def list_tags(self, repository: str) -> list[str]:
+        """Every tag of the repository (following the `Link` pages); none for an unknown repository."""
+        url: str | None = f"{self.base_url}{repository}/tags/list?n=1000"
+        tags: list[str] = []
+        for _ in range(1000):  # a registry whose pages never end must not keep us here
+            if url is None:
+                return tags
+            response = self._request(url, "GET")
+            if response.status_code == 404:
+                return tags
+            if response.status_code != 200:
+                raise UserError(f"registry {self.registry} did not list the tags of {repository}: {_explain(response)}")
+            try:
+                tags += [t for t in response.json().get("tags") or [] if isinstance(t, str)]
+            except (ValueError, AttributeError):
+                raise UserError(f"registry {self.registry} answered the tag list of {repository} with something not JSON") from None
+            url = _next_page(self.base_url, response.headers.get("Link", ""))
+        return tags
+
+    def list_referrers(self, repository: str, digest: str) -> dict | None:
+        """The OCI 1.1 referrers API's image index for `digest`; None when the registry has no such API."""
+        url = f"{self.base_url}{repository}/referrers/{digest}"
+        response = self._request(url, "GET", headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        # A registry without the API answers 404 (distribution 2.8, GHCR, Docker Hub), or 200 with
+        # something that is no index (a catch-all route).
+        if response.status_code == 404 or (response.status_code == 200 and media_type != "application/vnd.oci.image.index.v1+json"):
+            return None
+        if response.status_code != 200:
+            raise UserError(f"registry {self.registry} did not answer the referrers of {digest[:19]}: {_explain(response)}")
+        try:
+            index = response.json()
+        except ValueError:
+            raise UserError(f"registry {self.registry} sent referrers of {digest[:19]} that are not JSON") from None
+        return index if isinstance(index, dict) else None
 
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
         """The manifest's bytes as stored, and the digest the registry reports."""

@@ -31,9 +31,10 @@ class Transfer:
     path: Path | None = None
     moved_from: str | None = None  # the digest the tag named before this push, when it named another
     registry_note: str | None = None  # the local registry on our port is another checkout's
+    attached: tuple[str, ...] = ()  # what push attached: signature, SBOM (one line each)
 
     def lines(self) -> list[str]:
-        """Notes first: the last three lines stay Pushed/Size/Digest, as scripts read them."""
+        """Notes first, so Pushed/Size/Digest stay together after them (then what was attached)."""
         lines = []
         if self.moved_from:
             # IfNotPresent (Kubernetes' default for a tag other than latest) keeps a node's cached old module.
@@ -41,7 +42,7 @@ class Transfer:
                          "with imagePullPolicy IfNotPresent keep the old module; deploy with --pin to name the digest")
         if self.registry_note:
             lines.append(self.registry_note)
-        return lines + [f"{self.verb}: {self.reference}", f"Size: {self.size}", f"Digest: {self.digest}"]
+        return lines + [f"{self.verb}: {self.reference}", f"Size: {self.size}", f"Digest: {self.digest}", *self.attached]
 
     def as_json(self) -> dict[str, object]:
         described: dict[str, object] = {
@@ -54,6 +55,8 @@ class Transfer:
             described["registry_note"] = self.registry_note
         if self.path is not None:
             described["path"] = str(self.path)
+        if self.attached:
+            described["attached"] = list(self.attached)
         return described
 
 
@@ -194,8 +197,14 @@ def connect(registry_dir: Path | None, settings: RegistrySettings, environ: dict
     return RegistryClient(address, transport, credentials or None)
 
 
-def push_module(project: Project, module: BuiltModule, settings: RegistrySettings, environ: dict[str, str]) -> Transfer:
-    """`invoke push`: the built module to the settings' registry, tagged v<crate version> by default."""
+def push_module(project: Project, module: BuiltModule, settings: RegistrySettings, environ: dict[str, str],
+                sbom: bool = False) -> Transfer:
+    """`invoke push`: the built module to the settings' registry, tagged v<crate version> by default;
+    with `settings.sign_key` signed and with `sbom` its SBOM attached, once it is verified there."""
+    from .signing import SupplyChain
+
+    # The key (and its password) first: a wrong one must fail before anything is pushed.
+    supply_chain = SupplyChain.prepare(settings.sign_key, sbom, project, module, environ)
     note = None
     if settings.registry is None:
         note = LocalRegistry(project.registry_dir, settings.local_port).up().foreign_note()
@@ -205,4 +214,5 @@ def push_module(project: Project, module: BuiltModule, settings: RegistrySetting
                          wasm_features=",".join(wasm_features(module.simd)))
     artifact = compose_artifact(module.path, provenance, layer_digest=f"sha256:{module.sha256}")
     pushed = push_artifact(client, target, artifact, terminal_progress(f"uploading {module.path.name}"))
-    return replace(pushed, registry_note=note)
+    return replace(pushed, registry_note=note,
+                   attached=supply_chain.attach(client, pushed.reference.with_digest(pushed.digest)))

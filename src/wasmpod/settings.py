@@ -23,6 +23,7 @@ class RegistrySettings:
     insecure: bool = False  # skip TLS verification
     ca_file: str | None = None
     local_port: int = 5000
+    sign_key: str | None = None  # push signs what it pushed with this key (a file, or env://NAME)
 
     def __post_init__(self) -> None:
         if self.registry is not None:

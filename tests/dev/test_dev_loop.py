@@ -63,7 +63,9 @@ def dev_env(tmp_path):
     registry = make_registry(tmp_path / "registry").start()
     name = f"thumbs-dev-{os.getpid()}"
     env = {**clean_env(docker_config=tmp_path / "docker"), "INVOKE_REGISTRY_LOCAL_PORT": registry.address.split(":")[1],
-           "INVOKE_DEPLOY_NAME": name}
+           "INVOKE_DEPLOY_NAME": name,
+           # A release's signing and verification settings: dev neither signs nor verifies its saves.
+           "INVOKE_REGISTRY_SIGN_KEY": str(tmp_path / "absent.key"), "INVOKE_DEPLOY_VERIFY_KEY": str(tmp_path / "absent.pub")}
     yield env, name
     invoke("undeploy", "--name", name, env=env, cwd=ROOT, timeout=60)
     registry.stop()
