@@ -168,6 +168,71 @@ def command_ms(command: list[str], cwd: Path, runs: int) -> float:
     return statistics.median(samples)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def dev_save_to_output(project: Project, runs: int) -> list[float]:
+    """Seconds from saving a one-line change to a new PoC's Rust source until `invoke dev --fresh`
+    has the new output on the local node, `runs` times: `invoke new` into a temporary directory,
+    dev started there (on a registry port of its own, stopped afterwards), the first output
+    awaited, then each change timed to the first output with the new text."""
+    import signal
+
+    from .local_registry import LocalRegistry
+
+    invoke = str(Path(sys.executable).with_name("invoke"))
+    port = _free_port()
+    samples: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="wasmpod-bench-dev-") as scratch:
+        poc = Path(scratch) / "benchpoc"
+        subprocess.run([invoke, "new", "benchpoc", "--dest", str(poc)], cwd=project.root, check=True,
+                       capture_output=True)
+        (poc / ".venv").symlink_to(Path(sys.executable).parent.parent)
+        env = {**os.environ, "INVOKE_REGISTRY_LOCAL_PORT": str(port), "INVOKE_DEPLOY_NAME": f"bench-dev-{os.getpid()}"}
+        output = poc / "out" / "dev" / "output" / "hello.txt.txt"
+        source = poc / "src" / "benchpoc" / "src" / "lib.rs"
+        dev = subprocess.Popen([invoke, "dev", "--fresh"], cwd=poc, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            word = "bytes"
+            if not _wait_for_text(output, f"{word}: ", 300):
+                raise RuntimeError("invoke dev did not write the PoC's first output within 300 s")
+            for run in range(runs):
+                new_word = f"size{run}"
+                text = source.read_text()
+                source.write_text(text.replace(f'format!("{word}: ', f'format!("{new_word}: ', 1))
+                started = time.perf_counter()
+                if not _wait_for_text(output, f"{new_word}: ", 120):
+                    raise RuntimeError("invoke dev did not write the changed output within 120 s")
+                samples.append(time.perf_counter() - started)
+                word = new_word
+        finally:
+            dev.send_signal(signal.SIGINT)
+            try:
+                dev.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                dev.kill()
+            LocalRegistry(project.registry_dir, port).down()
+    return samples
+
+
+def _wait_for_text(path: Path, start: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if path.read_text().startswith(start):
+                return True
+        except OSError:
+            pass  # --fresh removed it; the new instance writes it again
+        time.sleep(0.02)
+    return False
+
+
 def run_benchmarks(project: Project, runs: int = 5, out=sys.stdout) -> None:
     log = open(os.devnull, "w")
     builds = {
@@ -220,6 +285,9 @@ def run_benchmarks(project: Project, runs: int = 5, out=sys.stdout) -> None:
     rows.append(("`invoke push` of an unchanged module", f"{command_ms(invoke + ['push'], project.root, runs):.0f} ms"))
     rows.append(("`invoke deploy --dry-run`", f"{command_ms(invoke + ['deploy', '--dry-run'], project.root, runs):.0f} ms"))
     rows.append(("`invoke --list`", f"{command_ms(invoke + ['--list'], project.root, runs):.0f} ms"))
+    saves = dev_save_to_output(project, runs)
+    rows.append(("`invoke dev`: one-line change in a new PoC, save to first new output",
+                 f"{statistics.median(saves):.2f} s (min {min(saves):.2f}, max {max(saves):.2f})"))
 
     width = max(len(name) for name, _ in rows)
     print(f"fractalify benchmark, {time.strftime('%Y-%m-%d')}, {runs} runs each (medians); native: the same crate "

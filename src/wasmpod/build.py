@@ -27,12 +27,22 @@ class BuildRequest:
 
     features: tuple[str, ...] | None = None
     simd: bool = False
+    # `invoke dev`'s build: no LTO, many codegen units, incremental, no wasm-opt. A one-line change
+    # to a new PoC builds in 0.3 s instead of 2.5 to 3.4 s (measured here), for a module about 16%
+    # larger that is never released (dev pushes it under the tag `dev`).
+    quick: bool = False
 
     @property
     def variant(self) -> str:
         """Names the build, so variants keep separate outputs and do not rebuild each other."""
         name = "default" if self.features is None else "features-" + ("-".join(self.features) or "none")
-        return f"simd-{name}" if self.simd else name
+        name = f"simd-{name}" if self.simd else name
+        return f"quick-{name}" if self.quick else name
+
+
+# cargo's own variables for profile keys (they beat Cargo.toml), for a quick build.
+QUICK_PROFILE = {"CARGO_PROFILE_RELEASE_LTO": "false", "CARGO_PROFILE_RELEASE_CODEGEN_UNITS": "16",
+                 "CARGO_PROFILE_RELEASE_INCREMENTAL": "true"}
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,8 @@ def build_module(project: Project, request: BuildRequest = BuildRequest(), log: 
     env = toolchain.cargo_environment(os.environ)
     target_features = ",".join(f"+{feature}" for feature in wasm_features(request.simd))
     env["RUSTFLAGS"] = (env.get("RUSTFLAGS", "") + f" -C target-feature={target_features}").strip()
+    if request.quick:
+        env.update(QUICK_PROFILE)
     print(f"building {project.crate_name} for {toolchain.target} with {toolchain.rustc}", file=log, flush=True)
     status, messages = run_cargo(command, env, log)
     if status != 0:
@@ -78,7 +90,8 @@ def build_module(project: Project, request: BuildRequest = BuildRequest(), log: 
         raise UserError(f"cargo build failed (exit {status}); the compiler's messages are above")
     if not module.exists():
         raise UserError(f"cargo succeeded but {module} is missing: is the crate a binary named {project.crate_name}?")
-    module = optimize_with_wasm_opt(module, target_dir / "wasm-opt" / module.name, request.simd, log)
+    if not request.quick:
+        module = optimize_with_wasm_opt(module, target_dir / "wasm-opt" / module.name, request.simd, log)
 
     data = module.read_bytes()
     built = BuiltModule(module, len(data), hashlib.sha256(data).hexdigest(), rebuilt=True, simd=request.simd)

@@ -3,8 +3,10 @@ the command in one clean line."""
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
+import re
 import sys
 from types import TracebackType
 from typing import Any, Callable
@@ -57,6 +59,62 @@ def report_config_file_errors() -> None:
         print(f"error: cannot read the configuration (invoke.yaml or -f FILE): {reason}", file=sys.stderr)
 
     sys.excepthook = hook
+
+
+UNKNOWN_TOKEN = re.compile(r"^No idea what '(?P<token>.*)' is!$")
+
+
+def explain_parse_error(message: str, context: Any, task_names: list[str], core_flags: list[str]) -> str:
+    """Invoke's own parse error, made one line that says what to do: the nearest task or flag,
+    and where the list is. `context` is the task being parsed when the error came (None before any)."""
+    task = getattr(context, "name", None)
+    if "needed value" in message and "config (f)" in message and task == "logs":
+        # -f is invoke's --config wherever it appears, so `logs -f` cannot mean follow.
+        return "error: -f is invoke's own --config flag; follow a workload's output with `invoke logs --follow`"
+    unknown = UNKNOWN_TOKEN.match(message)
+    if unknown is None:
+        return f"error: {message[0].lower()}{message[1:]}" if message else message
+    token = unknown["token"]
+    if token.startswith("-") and task:
+        flags = sorted(name for name in getattr(context, "flags", {}) if name.startswith("--"))
+        near = difflib.get_close_matches(token, flags, n=1, cutoff=0.6)
+        hint = f": did you mean {near[0]}?" if near else ""
+        return f"error: {task} has no flag {token}{hint} (`invoke --help {task}` lists its flags, `invoke --list` the tasks)"
+    if token.startswith("-"):
+        near = difflib.get_close_matches(token, core_flags, n=1, cutoff=0.6)
+        hint = f": did you mean {near[0]}?" if near else ""
+        return f"error: invoke has no flag {token}{hint} (`invoke --help` lists them, `invoke --list` the tasks)"
+    near = difflib.get_close_matches(token, task_names, n=1, cutoff=0.6)
+    hint = f": did you mean {near[0]}?" if near else ""
+    return f"error: no task {token!r}{hint} (`invoke --list` lists them)"
+
+
+def install_parse_error_hints() -> None:
+    """Invoke reports an unknown task or flag as "No idea what '--x' is!" from inside
+    `Program.run`, which catches the `ParseError` and prints it, so neither a task, the executor
+    (chosen after parsing) nor `sys.excepthook` sees it, and users run the stock `invoke`, so no
+    `Program` subclass of ours runs either. Its parsing steps after loading tasks.py
+    (`parse_tasks`, `parse_cleanup` for `--help TASK`) are wrapped, on the class, when tasks.py
+    builds its collection: the error is re-raised with a message naming the nearest task or
+    flag, which `Program.run` prints as before (exit status 1)."""
+    from invoke import Program
+    from invoke.exceptions import ParseError
+
+    if getattr(Program, "_wasmpod_parse_hints", False):
+        return
+    for step in ("parse_tasks", "parse_cleanup"):
+        original = getattr(Program, step)
+
+        def explained(self: Any, *args: Any, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
+            try:
+                return _original(self, *args, **kwargs)
+            except ParseError as error:
+                names = [name for name in self.collection.task_names]
+                core = [flag for arg in self.core_args() for flag in (f"--{arg.name.replace('_', '-')}",)]
+                raise ParseError(explain_parse_error(str(error), error.context, names, core), error.context) from None
+
+        setattr(Program, step, explained)
+    Program._wasmpod_parse_hints = True
 
 
 def _raised_in(traceback: TracebackType | None, source: str) -> bool:

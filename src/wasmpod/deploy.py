@@ -4,7 +4,8 @@ stdout (`--dry-run`), a cluster through kubectl, or the embedded local node."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from .atomic_files import write_atomically
 from .config import DeploySettings
 from .credentials import resolve_credentials
 from .errors import UserError
-from .local_node import DamagedState, LocalNode, WorkloadState
+from .local_node import DamagedState, LocalNode, LogLine, WorkloadState
 from .manifests import (GUEST_INPUT, GUEST_OUTPUT, ImagePolicy, PullSecret, RuntimeClass, Workload, check_public_key_pem,
                         render_manifests, render_policy, volume_from)
 from .oci_client import Transport
@@ -258,5 +259,21 @@ def local_node_status(project: Project) -> str:
     return "\n".join(lines) if lines else "nothing is deployed on the local node"
 
 
-def local_node_logs(project: Project, settings: DeploySettings) -> str:
-    return LocalNode(node_state_dir(project)).logs(settings.namespace, settings.name)
+def local_node_status_json(project: Project) -> list[dict[str, object]]:
+    """`status --json`: each workload as `WorkloadState.as_json`; a damaged one as its path and error."""
+    return [{"damaged": str(s.path), "error": str(s)} if isinstance(s, DamagedState) else s.as_json()
+            for s in LocalNode(node_state_dir(project)).list()]
+
+
+def local_node_logs(project: Project, settings: DeploySettings, tail: int | None = None) -> list[LogLine]:
+    return LocalNode(node_state_dir(project)).logs(settings.namespace, settings.name, tail)
+
+
+def follow_local_node_logs(project: Project, settings: DeploySettings, emit: Callable[[LogLine], None],
+                           tail: int | None = None) -> None:
+    """`logs --follow`: until Ctrl-C, or until the workload is undeployed."""
+    stop = threading.Event()
+    try:
+        LocalNode(node_state_dir(project)).follow(settings.namespace, settings.name, emit, stop, tail)
+    except KeyboardInterrupt:
+        stop.set()

@@ -14,12 +14,13 @@ import os
 import sys
 import tomllib
 from dataclasses import dataclass
+from json import dumps
 from pathlib import Path
 
 from invoke import Collection, Task
 from invoke.parser import Argument
 
-from .cli import print_json, report_config_file_errors, task
+from .cli import install_parse_error_hints, print_json, report_config_file_errors, task
 from .errors import UserError
 
 
@@ -280,21 +281,68 @@ def undeploy(c, registry=None, repository=None, tag=None, port=None, name=None, 
     print(undeploy_workload(project, registry_settings_of(c, registry, repository, tag, port=port), settings, dict(os.environ)))
 
 
-@task
-def status(c):
-    """Show what runs on the local node."""
-    from .deploy import local_node_status
+@task(help={"json": "print JSON: each workload's phase and each instance's state, exit status, restarts, last error"})
+def status(c, json=False):
+    """Show what runs on the local node: each instance's state, restarts and last exit status."""
+    from .deploy import local_node_status, local_node_status_json
 
-    print(local_node_status(project_of(c)))
+    if json:
+        print_json(local_node_status_json(project_of(c)))
+    else:
+        print(local_node_status(project_of(c)))
 
 
-@task(help={"name": DEPLOY_HELP["name"], "namespace": DEPLOY_HELP["namespace"]})
-def logs(c, name=None, namespace=None):
+@task(help={"name": DEPLOY_HELP["name"], "namespace": DEPLOY_HELP["namespace"],
+            "follow": "keep printing new lines (across restarts) until Ctrl-C or undeploy (-f is invoke's own --config)",
+            "tail": "only the last N lines of each instance's stdout and stderr (then new ones, with --follow)",
+            "json": "one JSON object per line: instance, stream, line"})
+def logs(c, name=None, namespace=None, follow=False, tail=None, json=False):
     """Print the output of a workload on the local node, each line prefixed by its instance."""
-    from .deploy import local_node_logs
+    from .config import as_int
+    from .deploy import follow_local_node_logs, local_node_logs
 
     settings = deploy_settings_of(c, name=name, namespace=namespace)
-    print(local_node_logs(project_of(c), settings))
+    lines_wanted = None if tail is None else as_int(tail, "--tail", 0, 10**9)
+
+    def emit(line) -> None:
+        print(dumps(line.as_json(), sort_keys=True) if json else line.prefixed(), flush=True)
+
+    if follow:
+        follow_local_node_logs(project_of(c), settings, emit, lines_wanted)
+    else:
+        for line in local_node_logs(project_of(c), settings, lines_wanted):
+            emit(line)
+
+
+@task(help={"input_dir": "host directory the workload reads (default: out/dev/input, seeded from examples/)",
+            "output_dir": "host directory it writes (default: out/dev/output)",
+            "fresh": "before each redeploy, remove the outputs written since dev started, so existing inputs are done again",
+            "interval": "the workload's scan interval in seconds, passed as <PREFIX>_INTERVAL (default 0.2)"})
+def dev(c, input_dir=None, output_dir=None, fresh=False, interval=None):
+    """Watch the crate, templates and invoke.yaml; on each save rebuild, push, redeploy locally, stream logs."""
+    from .dev import dev_options, run_dev_loop
+
+    project = project_of(c)
+
+    def load_settings():
+        reload_project_config(c, project.root)
+        return registry_settings_of(c), deploy_settings_of(c)
+
+    run_dev_loop(project, load_settings, dev_options(project, input_dir, output_dir, fresh, interval), dict(os.environ))
+
+
+def reload_project_config(c, root: Path) -> None:
+    """Reads the project's invoke.yaml again (invoke reads it once per command); a file that does
+    not parse is a UserError, so dev shows it and keeps the running workload."""
+    from .cli import CONFIG_FILE_ERRORS
+    from .errors import UserError
+
+    try:
+        c.config.set_project_location(str(root))
+        c.config.load_project()
+    except CONFIG_FILE_ERRORS as error:
+        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise UserError(f"cannot read {root / 'invoke.yaml'}: {reason}") from None
 
 
 class _ListFlagFillsName(Argument):
@@ -374,10 +422,11 @@ def toolchain_collection(root: Path, crate: str, *project_tasks: Task) -> Collec
     from .supply_chain_tasks import SUPPLY_CHAIN_TASKS
 
     report_config_file_errors()
+    install_parse_error_hints()
     words = ProjectWords.of(root, crate)
     own = {t.name for t in project_tasks}
     shared = [for_project(t, words)
-              for t in (build, run, push, pull, login, deploy, undeploy, status, logs, sbom, test, new, *SUPPLY_CHAIN_TASKS)
+              for t in (build, run, push, pull, login, deploy, undeploy, status, logs, dev, sbom, test, new, *SUPPLY_CHAIN_TASKS)
               if t.name not in own]
     collection = Collection(*shared, *project_tasks)
     collection.add_collection(Collection("registry", registry_up, registry_down, registry_status))

@@ -176,9 +176,11 @@ class InstanceStatus:
     last_error: str = ""  # the last line its last run wrote on stderr (or its trap)
 
     def describe(self) -> str:
-        ended = self.state in (ERROR, CRASH_LOOP)  # a running instance's last exit is history
+        ended = self.state in (ERROR, CRASH_LOOP)
+        # A running instance that was restarted shows how its previous run ended, as kubectl's Last State.
+        history = [f"last exit {self.exit_code}"] if not ended and self.restarts and self.exit_code is not None else []
         details = ([f"exit {self.exit_code}"] if ended and self.exit_code else []) + \
-                  ([f"{self.restarts} restarts"] if self.restarts else [])
+                  ([f"{self.restarts} restarts"] if self.restarts else []) + history
         text = f"#{self.index} {self.state}" + (f" ({', '.join(details)})" if details else "")
         return text + (f": {self.last_error}" if ended and self.last_error else "")
 
@@ -257,6 +259,11 @@ class WorkloadState:
         note = "  (runner not running)" if self.runner_lost else ""
         return f"{self.namespace}/{self.name}  {self.kind}  {self.phase}  [{states}]  {self.image}{note}"
 
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "namespace": self.namespace, "kind": self.kind, "phase": self.phase,
+                "image": self.image, "runner_lost": self.runner_lost,
+                "instances": [asdict(instance) for instance in self.instances]}
+
     def first_failure(self) -> InstanceStatus | None:
         """The first instance whose run ended in an error."""
         return next((i for i in self.instances if i.state in (ERROR, CRASH_LOOP) and i.exit_code), None)
@@ -267,6 +274,7 @@ class DamagedState(UserError):
 
     def __init__(self, path: Path, why: str) -> None:
         namespace, name = path.parent.parent.name, path.parent.name
+        self.path = path
         super().__init__(f"{path} is damaged ({why}): `invoke undeploy --name {name} --namespace {namespace}` "
                          "stops the workload and removes it")
 
@@ -353,6 +361,50 @@ class WorkloadFiles:
         indices = sorted(int(p.stem.split("-")[1]) for p in self.directory.glob("instance-*.out")
                          if p.stem.split("-")[1].isdigit())
         return [(i, self.stdout(i), self.stderr(i)) for i in indices]
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line an instance wrote, on its stdout or its stderr."""
+
+    instance: int
+    stream: str  # "stdout" | "stderr"
+    text: str
+
+    def prefixed(self) -> str:
+        return f"[instance-{self.instance}{' stderr' if self.stream == 'stderr' else ''}] {self.text}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"instance": self.instance, "stream": self.stream, "line": self.text}
+
+
+@dataclass
+class _LogCursor:
+    """How far one log file has been read: a new file (redeploy) or a shorter one (the runner
+    empties it before every restart) is read again from its start."""
+
+    inode: int = -1
+    offset: int = 0
+    partial: bytes = b""
+
+    def read_new(self, path: Path) -> list[str]:
+        try:
+            with path.open("rb") as handle:
+                stat = os.fstat(handle.fileno())
+                if stat.st_ino != self.inode or stat.st_size < self.offset:
+                    self.inode, self.offset, self.partial = stat.st_ino, 0, b""
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(data)
+        *complete, self.partial = (self.partial + data).split(b"\n")
+        return [line.decode(errors="replace") for line in complete]
+
+
+def _last(texts: list[str], count: int | None) -> list[str]:
+    """The last `count` of `texts` (all with None; `texts[-0:]` would be all of them too)."""
+    return texts if count is None else texts[len(texts) - count:] if count else []
 
 
 def _last_line(path: Path) -> str:
@@ -513,17 +565,45 @@ class LocalNode:
                         states.append(damaged)
         return states
 
-    def logs(self, namespace: str, name: str) -> str:
+    def logs(self, namespace: str, name: str, tail: int | None = None) -> list[LogLine]:
+        """Each instance's output of its current (or last) run, stdout then stderr; with `tail`,
+        the last `tail` lines of each."""
         with self._locked(namespace, name, exclusive=False) as files:
             if not files.exists():
                 raise UserError(f"no workload {namespace}/{name} on the local node (see `invoke status`)")
             files.workload()  # checked: a damaged workload says so
-            parts = []
+            lines: list[LogLine] = []
             for index, out, err in files.instance_logs():
-                parts.extend(f"[instance-{index}] {line}" for line in out.read_text(errors="replace").splitlines())
-                if err.exists():
-                    parts.extend(f"[instance-{index} stderr] {line}" for line in err.read_text(errors="replace").splitlines())
-            return "\n".join(parts)
+                for stream, path in (("stdout", out), ("stderr", err)):
+                    texts = _LogCursor().read_new(path)
+                    lines.extend(LogLine(index, stream, text) for text in _last(texts, tail))
+            return lines
+
+    def follow(self, namespace: str, name: str, emit: Callable[[LogLine], None], stop: threading.Event,
+               tail: int | None = None, until_gone: bool = True, poll: float = 0.1) -> None:
+        """Emits each instance's lines as they are written (after the last `tail` of each, or all
+        of them), across restarts and redeploys, until `stop` is set or, with `until_gone`, the
+        workload is undeployed."""
+        cursors: dict[tuple[int, str], _LogCursor] = {}
+        first = True
+        while not stop.is_set():
+            # Not locked while absent: taking the lock would make its file again after undeploy removed it.
+            if self.workload_dir(namespace, name).is_dir():
+                with self._locked(namespace, name, exclusive=False) as files:
+                    for index, out, err in files.instance_logs() if files.exists() else []:
+                        for stream, path in (("stdout", out), ("stderr", err)):
+                            fresh = (index, stream) not in cursors
+                            texts = cursors.setdefault((index, stream), _LogCursor()).read_new(path)
+                            if fresh and first:
+                                texts = _last(texts, tail)
+                            for text in texts:
+                                emit(LogLine(index, stream, text))
+                first = False
+            elif until_gone:
+                if first:
+                    raise UserError(f"no workload {namespace}/{name} on the local node (see `invoke status`)")
+                return
+            stop.wait(poll)
 
     def delete(self, namespace: str, name: str) -> bool:
         """Stops the runner (its instances are interrupted and their claims removed) and forgets

@@ -1,4 +1,9 @@
-"""The embedded local registry: Debian's docker-registry on 127.0.0.1, data under `registry/data`."""
+"""The embedded local registry: Debian's docker-registry on 127.0.0.1, data under `registry/data`.
+
+Another checkout may already run one on the same port: it is used (one registry per port), but
+said to be theirs, named by the configuration file on its command line (found through the
+socket listening on the port, /proc/net/tcp, and the process holding it), and its data folder is
+never called ours."""
 
 from __future__ import annotations
 
@@ -26,12 +31,62 @@ class RegistryState:
     running: bool
     pid: int | None  # None when not running, or when it is not one we started
     data_dir: Path
+    # Who runs it when we did not: "another checkout: /x (pid N)", "pid N: COMMAND", or unknown.
+    foreign: str | None = None
 
     def describe(self) -> str:
         if not self.running:
             return f"local registry {self.address}: not running"
-        owner = f"pid {self.pid}" if self.pid else "not started by us"
-        return f"local registry {self.address}: running ({owner}), data in {self.data_dir}"
+        if self.foreign is not None:
+            return f"local registry {self.address}: running, started by {self.foreign}, not by this checkout"
+        return f"local registry {self.address}: running (pid {self.pid}), data in {self.data_dir}"
+
+    def foreign_note(self) -> str | None:
+        """What push says when it stores into a registry this checkout did not start."""
+        if not self.running or self.foreign is None:
+            return None
+        port = self.address.rsplit(":", 1)[1]
+        return (f"note: the registry on {self.address} was started by {self.foreign}: the module is stored there; "
+                f"stop that one, or give this checkout its own with --port (e.g. `invoke registry.up --port {int(port) + 1}`)")
+
+
+def listening_pid(port: int) -> int | None:
+    """The process listening on 127.0.0.1:`port` (or any address), when /proc lets us see it."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            # local address HEX:PORT, state 0A = LISTEN, inode
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    return int(entry.name)
+        except OSError:
+            continue  # ended meanwhile, or another user's
+    return None
+
+
+def describe_process(pid: int) -> tuple[tuple[str, ...], str]:
+    """Its command line, and who it is in words: a checkout's registry is named by its directory."""
+    try:
+        argv = tuple(part.decode(errors="replace") for part in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1])
+    except OSError:
+        return (), f"pid {pid}"
+    config = next((Path(a) for a in argv if a.endswith((".yml", ".yaml"))), None)
+    if argv and Path(argv[0]).name == "docker-registry" and config is not None and config.parent.name == "registry":
+        return argv, f"another checkout: {config.parent.parent} (pid {pid})"
+    return argv, f"pid {pid}: {' '.join(argv)[:120] or '(no command line)'}"
 
 
 @dataclass(frozen=True)
@@ -86,7 +141,19 @@ class LocalRegistry:
 
     def status(self) -> RegistryState:
         answers = self._answers()
-        return RegistryState(self.address, answers is True, self._our_pid() if answers else None, self.data_dir)
+        if not answers:
+            return RegistryState(self.address, False, None, self.data_dir)
+        ours = self._our_pid()
+        if ours is not None:
+            return RegistryState(self.address, True, ours, self.data_dir)
+        pid = listening_pid(self.port)
+        if pid is None:
+            return RegistryState(self.address, True, None, self.data_dir,
+                                 foreign="a process we cannot see (another user's?)")
+        argv, who = describe_process(pid)
+        if argv[-len(self._command):] == self._command:  # ours, its pid file lost
+            return RegistryState(self.address, True, pid, self.data_dir)
+        return RegistryState(self.address, True, None, self.data_dir, foreign=who)
 
     def up(self) -> RegistryState:
         """Starts the registry unless one already answers there; returns once it answers."""
@@ -126,8 +193,10 @@ class LocalRegistry:
         ours = self._ours()
         if ours is None:
             self._pid_file.unlink(missing_ok=True)
-            if self._answers():
-                raise UserError(f"the registry on {self.address} was not started by this project: stop it where it was started")
+            state = self.status()
+            if state.running:
+                raise UserError(f"the registry on {self.address} was started by {state.foreign or 'this checkout, unrecorded'}, "
+                                "not by this checkout: stop it where it was started")
             return self.status()
         ours.stop(timeout=10)
         self._pid_file.unlink(missing_ok=True)

@@ -34,10 +34,20 @@ class Transfer:
     path: Path | None = None
     runtime: str = KRUSTLET  # whose layout
     layer_digest: str = ""  # the module's, checked: the local node keys its compiled cache by it
+    moved_from: str | None = None  # the digest the tag named before this push, when it named another
+    registry_note: str | None = None  # the local registry on our port is another checkout's
     attached: tuple[str, ...] = ()  # what push attached: signature, SBOM (one line each)
 
     def lines(self) -> list[str]:
-        return [f"{self.verb}: {self.reference}", f"Size: {self.size}", f"Digest: {self.digest}", *self.attached]
+        """Notes first, so Pushed/Size/Digest stay together after them (then what was attached)."""
+        lines = []
+        if self.moved_from:
+            # IfNotPresent (Kubernetes' default for a tag other than latest) keeps a node's cached old module.
+            lines.append(f"tag {self.reference.tag} moved from {self.moved_from} to {self.digest}: nodes pulling "
+                         "with imagePullPolicy IfNotPresent keep the old module; deploy with --pin to name the digest")
+        if self.registry_note:
+            lines.append(self.registry_note)
+        return lines + [f"{self.verb}: {self.reference}", f"Size: {self.size}", f"Digest: {self.digest}", *self.attached]
 
     def as_json(self) -> dict[str, object]:
         described: dict[str, object] = {
@@ -46,6 +56,8 @@ class Transfer:
         }
         if self.verb == "Pushed":
             described["blobs_uploaded"] = self.blobs_uploaded
+            described["moved_from"] = self.moved_from
+            described["registry_note"] = self.registry_note
         if self.path is not None:
             described["path"] = str(self.path)
         if self.attached:
@@ -77,6 +89,7 @@ def push_artifact(client: RegistryClient, target: ImageReference, artifact: Arti
         config_path.write_bytes(artifact.config_bytes)
         uploaded = int(client.upload_blob(repository, artifact.config, config_path))
     uploaded += int(client.upload_blob(repository, artifact.layer, artifact.module, on_progress))
+    previous = _tagged_digest(client, target)
     stored_digest = client.put_manifest(repository, target.tag, artifact.manifest)
     expected = artifact.manifest_digest
     if stored_digest and stored_digest != expected:
@@ -84,7 +97,17 @@ def push_artifact(client: RegistryClient, target: ImageReference, artifact: Arti
                         "something between us and it changed the bytes")
     _verify(client, target, artifact)
     return Transfer("Pushed", target, artifact.layer.size, expected, blobs_uploaded=uploaded, runtime=artifact.runtime,
-                    layer_digest=artifact.layer.digest)
+                    layer_digest=artifact.layer.digest, moved_from=previous if previous and previous != expected else None)
+
+
+def _tagged_digest(client: RegistryClient, target: ImageReference) -> str | None:
+    """The digest of what the tag names now; None when it names nothing (or the registry will
+    not say: the push itself then reports what is wrong)."""
+    try:
+        body, _ = client.get_manifest(target.repository, target.tag or "")
+    except UserError:
+        return None
+    return sha256_digest(body)
 
 
 def _verify(client: RegistryClient, target: ImageReference, artifact: Artifact) -> None:
@@ -233,6 +256,9 @@ def push_module(project: Project, module: BuiltModule, settings: RegistrySetting
 
     # The key (and its password) first: a wrong one must fail before anything is pushed.
     supply_chain = SupplyChain.prepare(settings.sign_key, sbom, project, module, environ)
+    note = None
+    if settings.registry is None:
+        note = LocalRegistry(project.registry_dir, settings.local_port).up().foreign_note()
     client = connect(project.registry_dir, settings, environ)
     provenance = replace(provenance_from_git(project.root, project.crate_version, environ),
                          wasm_features=",".join(wasm_features(module.simd)))
@@ -244,4 +270,6 @@ def push_module(project: Project, module: BuiltModule, settings: RegistrySetting
         transfer = push_artifact(client, target, artifact, terminal_progress(f"uploading {module.path.name}"))
         attached = supply_chain.attach(client, transfer.reference.with_digest(transfer.digest))
         pushed.append(replace(transfer, attached=attached))
+    if note:  # said once, before the first artifact's lines
+        pushed[0] = replace(pushed[0], registry_note=note)
     return PushReport(tuple(pushed))

@@ -320,7 +320,8 @@ def test_a_killed_instance_is_not_running_and_is_restarted(pushed, env, tmp_path
     assert wait_for(lambda: node.status("default", name).instances[0].state == "CrashLoopBackOff", 30)
     instance = node.status("default", name).instances[0]
     assert (instance.exit_code, instance.restarts, instance.last_error) == (130, 1, "killed by a signal")
-    assert wait_for(lambda: f"{name}  Pod  Running  [#0 Running (1 restarts)]" in invoke("status", env=env).stdout, 30)
+    # Running again, with how its last run ended (as kubectl's Last State).
+    assert wait_for(lambda: f"{name}  Pod  Running  [#0 Running (1 restarts, last exit 130)]" in invoke("status", env=env).stdout, 30)
 
 
 # A module that fails only as the Indexed Job's second Pod: exit status 3 when its environment
