@@ -275,6 +275,8 @@ def test_the_pipeline_pins_actions_and_reuses_the_tested_module():
     deploy = "\n".join(step.get("run", "") for step in pipeline["jobs"]["deploy"]["steps"])
     assert "push --module" in deploy and "--kind deployment" in deploy and "kubernetes-client" not in deploy
     assert "actions/download-artifact" in " ".join(uses) and "actions/cache" in " ".join(uses)
+    # Signed with a key from secrets, its SBOM attached, and verified before it is applied.
+    assert "--sign-key env://COSIGN_PRIVATE_KEY --sbom" in deploy and "--verify-key env://COSIGN_PUBLIC_KEY" in deploy
 
 
 def test_wheel_carries_the_templates_registry_config_and_pipeline(toolchain_wheel):
