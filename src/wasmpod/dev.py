@@ -179,7 +179,8 @@ class DevLoop:
         try:
             registry, deploy = dev_settings(self.project, *self.load_settings(), self.options)
             module = build_module(self.project, BuildRequest(simd=deploy.simd, quick=True), log=sys.stderr)
-            pushed = push_module(self.project, module, registry, self.environ)
+            # Only the layout this deploy runs: a save pushes one artifact.
+            pushed = push_module(self.project, module, registry, self.environ, runtimes=(deploy.runtime,)).pushed[0]
             # What the deploy is made of: a template saved changes the Pod with the module and settings unchanged.
             made_of = (pushed.digest, _templates_digest(deploy.templates))
             if self.deployed == deploy and self.deployed_digest == made_of:

@@ -15,8 +15,8 @@ import pytest
 from testkit import INVOKE, ROOT, clean_env, invoke, wait_for
 
 from registries import make_registry
+from wasmpod.local_node import LocalNode
 
-NODE = ROOT / ".cache" / "node" / "default"
 
 
 class DevProcess:
@@ -58,7 +58,7 @@ def poc(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def dev_env(tmp_path):
+def dev_env(poc, tmp_path):
     """A registry of the test's own as the 'local' one, and a workload name of the test's own."""
     registry = make_registry(tmp_path / "registry").start()
     name = f"thumbs-dev-{os.getpid()}"
@@ -67,8 +67,13 @@ def dev_env(tmp_path):
            # A release's signing and verification settings: dev neither signs nor verifies its saves.
            "INVOKE_REGISTRY_SIGN_KEY": str(tmp_path / "absent.key"), "INVOKE_DEPLOY_VERIFY_KEY": str(tmp_path / "absent.pub")}
     yield env, name
-    invoke("undeploy", "--name", name, env=env, cwd=ROOT, timeout=60)
+    invoke("undeploy", "--name", name, env=env, cwd=poc, timeout=60)
     registry.stop()
+
+
+def node_of(poc: Path) -> Path:
+    """Where the PoC's own local node keeps its default namespace's workloads (a PoC is standalone)."""
+    return poc / ".cache" / "node" / "default"
 
 
 def text_of(path: Path) -> str:
@@ -97,7 +102,7 @@ def test_a_saved_change_is_built_pushed_redeployed_and_shown_and_ctrl_c_undeploy
         assert (outputs / "hello.txt.txt").read_text().startswith("bytes: ")  # seeded from examples/input
         assert wait_for(lambda: dev.saw("[instance-0] wrote hello.txt.txt"), 30), dev.output()  # logs streamed
         # Deployed with the workload's own short scan interval, so new inputs are taken at once.
-        assert json.loads((NODE / name / "workload.json").read_text())["env"]["THUMBS_INTERVAL"] == "0.2"
+        assert json.loads((node_of(poc) / name / "workload.json").read_text())["env"]["THUMBS_INTERVAL"] == "0.2"
 
         # One line changed, as an editor saves it: the existing input's output is made again by the new module.
         source = poc / LIB
@@ -120,7 +125,7 @@ def test_a_saved_change_is_built_pushed_redeployed_and_shown_and_ctrl_c_undeploy
     assert status == 0, dev.output()
     assert dev.saw(f"dev: stopped; undeployed default/{name}"), dev.output()
     assert "Traceback" not in dev.output()
-    assert not (NODE / name).exists()
+    assert not (node_of(poc) / name).exists()
     assert f"default/{name}" not in invoke("status", env=env, cwd=poc).stdout
 
 
@@ -138,8 +143,8 @@ def test_an_invoke_yaml_that_does_not_parse_is_one_error_and_a_saved_template_re
         save_by_rename(config, original + "\ndeploy: [unclosed\n")
         assert wait_for(lambda: dev.saw("error: cannot read", mark), 60), dev.output()
         assert wait_for(lambda: dev.saw("keeps running the last good module", mark), 30), dev.output()
-        # Asked from the toolchain's checkout (the PoC's own invoke.yaml is the broken one), whose node the PoC shares.
-        assert f"default/{name}  Pod  Running" in invoke("status", env=env, cwd=ROOT).stdout
+        # Asked of the PoC's node itself: every invoke in the PoC reads the broken invoke.yaml.
+        assert f"default/{name}  Pod  Running" in LocalNode(poc / ".cache" / "node").status("default", name).describe()
         mark = len(dev.lines)
         save_by_rename(config, original)
         assert wait_for(lambda: dev.saw("unchanged", mark), 60), dev.output()
@@ -154,7 +159,7 @@ def test_an_invoke_yaml_that_does_not_parse_is_one_error_and_a_saved_template_re
         config.write_text(original)
         status = dev.interrupt()
     assert status == 0 and "Traceback" not in dev.output(), dev.output()
-    assert not (NODE / name).exists()
+    assert not (node_of(poc) / name).exists()
 
 
 def test_a_module_that_fails_at_start_is_said_to_be_failing_and_ctrl_c_undeploys_it(poc, dev_env, tmp_path):
@@ -170,13 +175,13 @@ def test_a_module_that_fails_at_start_is_said_to_be_failing_and_ctrl_c_undeploys
             assert wait_for(lambda: dev.saw("instance #0 exited with status 3: boom"), 180), dev.output()
             assert wait_for(lambda: dev.saw(f"dev: on the local node now: default/{name}  Pod"), 30), dev.output()
             assert not dev.saw("keeps running the last good module")
-            assert (NODE / name).exists()
+            assert (node_of(poc) / name).exists()
         finally:
             status = dev.interrupt()
     finally:
         main.write_text(original)
     assert status == 0 and "Traceback" not in dev.output(), dev.output()
-    assert not (NODE / name).exists()  # the failing workload dev deployed is undeployed too
+    assert not (node_of(poc) / name).exists()  # the failing workload dev deployed is undeployed too
 
 
 @pytest.mark.parametrize("interval", ["nope", "0", "61"])

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -166,12 +167,19 @@ def test_undeploy_while_an_instance_works_on_an_image_leaves_no_claims(pushed, e
 def test_an_instance_that_exits_at_once_fails_deploy_with_its_own_line(pushed, env, tmp_path, workload_names):
     name = workload_names("badvar")
     images(tmp_path / "in", 1)
+    began = time.monotonic()
     done = deploy(pushed, name, tmp_path, "--env", "FRACTALIFY_MAX_ITER=999", env=env)
     one_line_error(done, "FRACTALIFY_MAX_ITER", "exited with status 2", "fractalify:")
+
+    def status_line() -> str:
+        return next((line for line in invoke("status", env=env).stdout.splitlines() if name in line), "")
+
     # Shown as kubectl shows it: restarted with back-off, its exit status and its last line.
-    assert wait_for(lambda: "1 restarts" in invoke("status", env=env).stdout or
-                    "2 restarts" in invoke("status", env=env).stdout, 60)
-    status = next(line for line in invoke("status", env=env).stdout.splitlines() if name in line)
+    assert wait_for(lambda: re.search(r"\d+ restarts", status_line()), 60), status_line()
+    status = status_line()
+    restarts = int(re.search(r"(\d+) restarts", status).group(1))
+    # Counted at each exit, and back-off doubles from 1 s: the n-th cannot come before 2**(n-1) - 1 s.
+    assert 2 ** (restarts - 1) - 1 <= time.monotonic() - began, status
     assert "CrashLoopBackOff (exit 2" in status and "FRACTALIFY_MAX_ITER" in status and "Running" not in status.split("[")[0]
 
 
