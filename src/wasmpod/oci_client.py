@@ -21,6 +21,7 @@ import json
 import socket
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -274,6 +275,7 @@ class _GuardedConnectionMixin:
     uplink under 1 MB/s would fail every time.)"""
 
     _stall_guard: _StallGuard | None = None
+    _target: str | None = None
 
     def send(self, data) -> None:  # type: ignore[no-untyped-def]
         if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) <= PROGRESS_BYTES:
@@ -290,7 +292,7 @@ class _GuardedConnectionMixin:
 
     def getresponse(self):  # type: ignore[no-untyped-def]
         self._end_guard()
-        guard = _StallGuard(self.sock, f"{self.host}:{self.port}")
+        guard = _StallGuard(self.sock, self._peer())
         self._stall_guard = guard
         try:
             response = super().getresponse()
@@ -303,6 +305,18 @@ class _GuardedConnectionMixin:
     def close(self) -> None:
         self._end_guard()
         super().close()
+
+    def request(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Through HTTP_PROXY the URL is absolute: its host is the registry, this connection's the proxy's.
+        self._target = urllib.parse.urlsplit(url).netloc if "://" in url else None
+        return super().request(method, url, *args, **kwargs)
+
+    def _peer(self) -> str:
+        """Who is not answering: the registry, and the proxy when one stands between."""
+        here = f"{self.host}:{self.port}"
+        tunnel_host = getattr(self, "_tunnel_host", None)  # HTTPS_PROXY: a CONNECT tunnel to the registry
+        target = f"{tunnel_host}:{self._tunnel_port}" if tunnel_host else getattr(self, "_target", None)
+        return f"{target} (through the proxy {here})" if target and target != here else here
 
     def _end_guard(self) -> None:
         if self._stall_guard is not None:
@@ -326,12 +340,34 @@ class _GuardedHTTPSPool(urllib3.HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
 
 
-def _guard_session(session: requests.Session) -> None:
+GUARDED_POOLS = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+
+class _GuardedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter whose connections have the stall guard, direct or through a proxy
+    (HTTPS_PROXY: a CONNECT tunnel; HTTP_PROXY: requests sent to the proxy)."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = GUARDED_POOLS
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):  # type: ignore[no-untyped-def]
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if type(manager) is urllib3.ProxyManager:  # a SOCKS manager has connection classes of its own
+            manager.pool_classes_by_scheme = GUARDED_POOLS
+        return manager
+
+
+def _guard_session(session: requests.Session, registry: str) -> None:
     """Every connection of `session` gets a stall guard, and redirect answers are read bounded
-    (requests would read a redirect's whole body to free its connection)."""
-    for adapter in session.adapters.values():
-        if isinstance(adapter, requests.adapters.HTTPAdapter):
-            adapter.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+    (requests would read a redirect's whole body to free its connection). A loopback registry is
+    never reached through a proxy (as Go's clients, docker and skopeo, have it): HTTP_PROXY set
+    for the outside world must not take the embedded registry's traffic away."""
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, _GuardedAdapter())
+    if is_loopback(registry):
+        # Also keeps ~/.netrc away; this client chooses its own credentials and TLS settings.
+        session.trust_env = False
     session.max_redirects = MAX_REDIRECTS
     session.hooks["response"].append(_read_redirect_bounded)
 
@@ -406,7 +442,7 @@ class _BoundedRegistry(oras.provider.Registry):
 
     def __init__(self, registry: str, transport: Transport, credentials: Credentials | None):
         super().__init__(hostname=registry, insecure=transport.plain_http, tls_verify=transport.verify)
-        _guard_session(self.session)
+        _guard_session(self.session, registry)
         # ORAS sends requests without a time-out: a host that drops packets would hang for minutes.
         self.session.request = functools.partial(self.session.request, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
         self.auth = ChallengeAuth(registry, credentials)
@@ -431,8 +467,9 @@ class _BoundedRegistry(oras.provider.Registry):
             try:
                 response = once(self, url, method, data=data, headers=dict(headers or {}), json=json, stream=True)
             except requests.exceptions.RequestException as error:
-                if _StallGuard.fired_on_this_thread():  # never retried: each try would cost another 30 s
-                    raise stalled(self.hostname) from None
+                guard = _StallGuard.fired_on_this_thread()
+                if guard is not None:  # never retried: each try would cost another 30 s
+                    raise stalled(guard.host) from None
                 # A failed attempt's own time counts against the budget: time-outs (a TLS handshake
                 # gets 5 s) must not each add their length to the back-off.
                 self.retry_left -= time.monotonic() - started

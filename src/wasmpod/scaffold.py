@@ -74,7 +74,7 @@ def toolchain_source(spec: str | None) -> ToolchainSource:
     if spec is None:
         spec = _own_origin()
     if "://" in spec and not spec.startswith("file://"):
-        return ToolchainSource(f"wasmpod @ {spec}")
+        return ToolchainSource(f"wasmpod @ {_with_host(spec)}")
     path = Path(unquote(urlparse(spec).path) if spec.startswith("file://") else spec).expanduser()
     if path.is_file() and path.name.startswith("wasmpod-") and path.suffix == ".whl":
         return ToolchainSource(f"./toolchain/{path.name}", wheel=path.resolve())
@@ -97,12 +97,19 @@ def _own_origin() -> str:
     raise UserError("cannot tell where this wasmpod was installed from: name it with --toolchain WHEEL|DIR|URL")
 
 
+def _with_host(url: str) -> str:
+    """git+file:///repo as git+file://localhost/repo: pip 23's PEP 508 parser (Python 3.11's venv)
+    refuses a VCS URL with an empty host, though git reads both the same."""
+    scheme, separator, rest = url.partition(":///")
+    return f"{scheme}://localhost/{rest}" if separator and scheme.endswith("+file") else url
+
+
 def requirement_url(direct_url: dict) -> str:
     """The URL pip installed from (PEP 610's direct_url.json), as pip takes it again: a git
     checkout as git+URL@COMMIT, so the PoC gets exactly the toolchain that made it."""
     vcs = direct_url.get("vcs_info")
     if isinstance(vcs, dict) and isinstance(vcs.get("vcs"), str) and isinstance(vcs.get("commit_id"), str):
-        return f"{vcs['vcs']}+{direct_url['url']}@{vcs['commit_id']}"
+        return _with_host(f"{vcs['vcs']}+{direct_url['url']}@{vcs['commit_id']}")
     return direct_url["url"]
 
 

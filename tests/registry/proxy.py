@@ -8,9 +8,11 @@ from __future__ import annotations
 import http.client
 import http.server
 import socket
+import ssl
 import struct
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 from registries import free_port
@@ -29,7 +31,7 @@ class RegistryProxy:
     binds 127.0.0.1."""
 
     def __init__(self, upstream: str | None, intercept: Intercept | None = None, rewrite: Rewrite | None = None,
-                 host: str = "127.0.0.1", body_rate: float | None = None):
+                 host: str = "127.0.0.1", body_rate: float | None = None, tls: tuple[Path, Path] | None = None):
         self.upstream = upstream
         self.body_rate = body_rate  # bytes a second at which request bodies are read: a slow link
         self.intercept = intercept or (lambda request: False)
@@ -103,6 +105,10 @@ class RegistryProxy:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
         if body_rate is not None:  # a small receive buffer: else the kernel would take megabytes at once
             self.server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        if tls is not None:  # (certificate, key): it speaks HTTPS
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.address = f"{host}:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -179,3 +185,70 @@ class TrickleHandshake:
     def __exit__(self, *exc) -> None:
         self.stopping.set()
         self.listener.close()
+
+
+class ConnectTunnel:
+    """What HTTPS_PROXY names: a forward proxy on 127.0.0.1 that answers CONNECT HOST:PORT and then
+    relays bytes both ways, always to `upstream` (so HOST may be a name only the tunnel resolves).
+    The targets asked for are kept in `targets`."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.targets: list[str] = []
+
+    def __enter__(self) -> "ConnectTunnel":
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            piece = client.recv(4096)
+            if not piece:
+                client.close()
+                return
+            head += piece
+        method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+        if method != "CONNECT":
+            client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            client.close()
+            return
+        self.targets.append(target)
+        host, port = self.upstream.rsplit(":", 1)
+        server = socket.create_connection((host, int(port)))
+        self.open += [client, server]
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        threading.Thread(target=self._relay, args=(server, client), daemon=True).start()
+        self._relay(client, server)
+
+    @staticmethod
+    def _relay(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def __exit__(self, *exc) -> None:
+        self.listener.close()
+        for end in self.open:
+            end.close()

@@ -13,8 +13,8 @@ import tracemalloc
 
 import pytest
 
-from proxy import RegistryProxy, TrickleHandshake, is_blob_get, is_manifest_get, timed
-from registries import WASM, invoke, one_line, store_module
+from proxy import ConnectTunnel, RegistryProxy, TrickleHandshake, is_blob_get, is_manifest_get, timed
+from registries import WASM, invoke, make_certificates, one_line, store_module
 from testkit import ROOT
 from wasmpod.artifact import Provenance, compose_artifact
 from wasmpod.errors import UserError
@@ -203,6 +203,60 @@ def test_a_registry_that_stalls_or_trickles_fails_within_60_s_naming_it(registry
     assert f"registry {proxy.address} stalled" in done.stderr
     assert seconds < 60  # the issue's bound (the deadline is 30 s; generous for a loaded machine)
     assert list(out.iterdir()) == []
+
+
+PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def test_behind_an_http_proxy_a_trickling_registry_fails_within_60_s_naming_it_and_the_proxy(registry, tmp_path,
+                                                                                            clean_env):
+    """HTTP_PROXY: every request goes to the proxy, so the deadline on progress must be on the
+    proxy's connections too. The RegistryProxy stands in for a forward proxy (it takes the
+    absolute-form requests a proxy gets) and for the registry behind it, which only it can reach."""
+    store_module(registry.address, tmp_path / "blobs")
+    out = tmp_path / "out"
+    out.mkdir()
+    behind = "registry.example:5000"
+    with RegistryProxy(registry.address, intercept=trickle_blob) as proxy:
+        env = {**clean_env, **dict.fromkeys(PROXY_VARIABLES, f"http://{proxy.address}")}
+        done, seconds = timed(lambda: invoke("pull", f"{behind}/mod:v1", "--plain-http", "-o", str(out), env=env,
+                                             timeout=100))
+    print(f"\nthrough a proxy: failed after {seconds:.1f} s: {done.stderr.strip()}")
+    assert proxy.seen and all(path.startswith(f"http://{behind}/") for _, path, _ in proxy.seen), proxy.seen
+    assert done.returncode == 1 and one_line(done.stderr), done.stderr
+    assert f"registry {behind} (through the proxy {proxy.address}) stalled" in done.stderr
+    assert seconds < 60
+    assert list(out.iterdir()) == []
+
+
+def test_behind_an_https_proxy_a_stalling_registry_fails_within_60_s_naming_it_and_the_proxy(tmp_path, clean_env):
+    """HTTPS_PROXY: a CONNECT tunnel, then TLS with the registry through it. The registry here
+    speaks HTTPS and says nothing; the tunnel is the only way to its name."""
+    _ca, pair = make_certificates(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    silent = lambda request: request.stall() or True  # noqa: E731
+    with RegistryProxy(None, intercept=silent, tls=pair) as registry, ConnectTunnel(registry.address) as tunnel:
+        env = {**clean_env, **dict.fromkeys(PROXY_VARIABLES, f"http://{tunnel.address}")}
+        done, seconds = timed(lambda: invoke("pull", "registry.example/mod:v1", "--insecure", "-o", str(out),
+                                             env=env, timeout=100))
+    print(f"\nthrough a CONNECT tunnel: failed after {seconds:.1f} s: {done.stderr.strip()}")
+    assert tunnel.targets and set(tunnel.targets) == {"registry.example:443"}, tunnel.targets
+    assert done.returncode == 1 and one_line(done.stderr), done.stderr
+    assert f"registry registry.example:443 (through the proxy {tunnel.address}) stalled" in done.stderr
+    assert seconds < 60
+    assert list(out.iterdir()) == []
+
+
+def test_a_loopback_registry_is_reached_directly_whatever_the_proxy_variables_say(registry, tmp_path, clean_env):
+    """As docker and skopeo have it: proxy variables set for the outside world do not take the
+    embedded registry's traffic (the proxy here answers 404 to anything that reaches it)."""
+    store_module(registry.address, tmp_path / "blobs")
+    with RegistryProxy(None) as proxy:
+        env = {**clean_env, **dict.fromkeys(PROXY_VARIABLES, f"http://{proxy.address}")}
+        done = invoke("pull", f"{registry.address}/mod:v1", "-o", str(tmp_path), env=env, timeout=100)
+    assert done.returncode == 0, done.stderr
+    assert proxy.seen == []
 
 
 def test_a_registry_that_trickles_its_tls_handshake_fails_within_60_s_naming_it():

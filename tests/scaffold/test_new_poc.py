@@ -99,6 +99,10 @@ def test_toolchain_specs_become_requirements(toolchain_wheel, tmp_path):
     assert (wheel.requirement, wheel.wheel) == (f"./toolchain/{toolchain_wheel.name}", toolchain_wheel)
     assert requirement_url({"url": "https://git.example.com/org/f", "vcs_info": {"vcs": "git", "commit_id": "abc"}}) == \
         "git+https://git.example.com/org/f@abc"
+    # pip 23 (a fresh venv's) refuses git+file:/// in a requirement; git+file://localhost/ is the same repository.
+    assert toolchain_source("git+file:///srv/wasmpod.git@v1").requirement == "wasmpod @ git+file://localhost/srv/wasmpod.git@v1"
+    assert requirement_url({"url": "file:///srv/wasmpod.git", "vcs_info": {"vcs": "git", "commit_id": "abc"}}) == \
+        "git+file://localhost/srv/wasmpod.git@abc"
 
 
 def test_unknown_template_and_bad_toolchain_are_one_line(tmp_path):
@@ -351,6 +355,37 @@ def test_image_poc_from_a_wheel_copied_away_sets_up_and_passes_its_tests(toolcha
     # A PoC made by the wheel-installed toolchain carries that wheel too.
     assert (away.parent / "second" / "requirements.txt").read_text().count(f"./toolchain/{toolchain_wheel.name}") == 1
     assert (away.parent / "second" / "toolchain" / toolchain_wheel.name).is_file()
+
+
+@pytest.mark.slow
+def test_poc_from_a_git_url_committed_to_its_own_repository_sets_up_from_a_clone(tmp_path):
+    """The other two ways a PoC travels: the toolchain named by a git URL, and the PoC committed to a
+    repository of its own, cloned elsewhere and set up there with its README's test command (this
+    checkout hidden: only the git URL leads to the toolchain)."""
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "init.defaultBranch=main"]
+    toolchain = tmp_path / "toolchain.git"
+    subprocess.run([*git, "clone", "--quiet", "--bare", str(ROOT), str(toolchain)], check=True, timeout=120)
+    made = tmp_path / "made"
+    made.mkdir()
+    done = new("thumbs", "--toolchain", f"git+{toolchain.as_uri()}", cwd=made)
+    assert done.returncode == 0, done.stderr
+    assert "wasmpod @ git+file://localhost/" in (made / "thumbs" / "requirements.txt").read_text()
+    for step in (["init", "--quiet"], ["add", "--all"], ["commit", "--quiet", "-m", "thumbs"]):
+        subprocess.run([*git, *step], cwd=made / "thumbs", check=True, timeout=60)
+    clone = tmp_path / "elsewhere" / "thumbs"
+    subprocess.run([*git, "clone", "--quiet", str(made / "thumbs"), str(clone)], check=True, timeout=60)
+    shutil.rmtree(made)
+    assert not [p for p in clone.rglob("*") if p.is_file() and str(ROOT).encode() in p.read_bytes()]
+    env = {k: v for k, v in clean_env().items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(ROOT)))
+    script = f"mount -t tmpfs -o size=1m tmpfs {ROOT} && test ! -e {ROOT}/pyproject.toml && cd {clone} && ./bootstrap.sh test"
+    ran = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", script], env=env,
+                         capture_output=True, text=True, timeout=1500)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert re.search(r"\d+ passed", ran.stdout) and "failed" not in ran.stdout, ran.stdout
+    installed = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-m", "pip", "show", "wasmpod"],
+                               capture_output=True, text=True, timeout=60)
+    assert str(ROOT) not in installed.stdout and installed.returncode == 0, installed.stdout + installed.stderr
 
 
 @pytest.mark.parametrize("name", ["Hello", "1abc", "hello_poc", "-x", "x-", "a" * 64, "has space", "", "self", "poc"])

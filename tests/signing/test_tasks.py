@@ -205,3 +205,24 @@ def test_push_with_sbom_and_a_key_attaches_the_referrer_and_the_attestation(regi
     attestation = json.loads(cosign_reference.manifest(registry.address, "fractalify", f"sha256-{hex_digest}.att")[0])
     envelope = json.loads(cosign_reference.blob(registry.address, "fractalify", attestation["layers"][0]["digest"]))
     assert cosign_reference.dsse_verifies(envelope, public.read_bytes())
+
+
+def test_push_of_both_layouts_signs_each_and_a_runwasi_deploy_verifies_its_own(registry, keys, built, tmp_path,
+                                                                              workload_names):
+    """`push --runtime all --sign-key`: two manifests, two digests, each signed; a deploy for
+    runwasi with the public key then checks the runwasi layout's signature and runs it."""
+    private, public, env = keys
+    done = invoke("push", "--registry", registry.address, "--runtime", "all", "--sign-key", str(private), env=env)
+    assert done.returncode == 0, done.stderr
+    digests = dict(reversed(line.removeprefix("Digest: ").rstrip(")").split(" (")) for line in done.stdout.splitlines()
+                   if line.startswith("Digest: "))
+    assert set(digests) == {"krustlet", "runwasi"} and digests["krustlet"] != digests["runwasi"], done.stdout
+    for digest in digests.values():
+        assert cosign_reference.cosign_verifies(registry.address, "fractalify", digest, public.read_bytes())
+    (tmp_path / "in").mkdir()
+    name = workload_names("both")
+    deploy = invoke("deploy", "--runtime", "runwasi", "--registry", registry.address, "--kind", "job", "--name", name,
+                    "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
+                    "--verify-key", str(public), "--pin", env=env)
+    assert deploy.returncode == 0, deploy.stderr
+    assert "Succeeded" in deploy.stdout and digests["runwasi"] in deploy.stdout + invoke("status", env=env).stdout
