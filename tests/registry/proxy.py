@@ -150,29 +150,40 @@ def timed(action: Callable[[], object]) -> tuple[object, float]:
     return result, time.monotonic() - started
 
 
-class TrickleHandshake:
-    """A TCP port on 127.0.0.1 that answers a TLS ClientHello with the header of a 16 KiB record
-    and then one byte a second: a TLS server that trickles its handshake (below HTTP, so not a
-    `RegistryProxy`)."""
+class RawServer:
+    """A TCP port on 127.0.0.1 whose every connection (a client may retry) goes to `handle` on a
+    thread of its own; for servers below HTTP."""
 
-    def __enter__(self) -> "TrickleHandshake":
+    def __enter__(self):  # type: ignore[no-untyped-def]
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(4)
+        self.listener.listen(8)
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self.stopping = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
         return self
 
     def _serve(self) -> None:
-        while True:  # every connection (a client may retry) gets the same treatment
+        while True:
             try:
                 connection, _ = self.listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._trickle, args=(connection,), daemon=True).start()
+            threading.Thread(target=self.handle, args=(connection,), daemon=True).start()
 
-    def _trickle(self, connection: socket.socket) -> None:
+    def handle(self, connection: socket.socket) -> None:
+        raise NotImplementedError
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.listener.close()
+
+
+class TrickleHandshake(RawServer):
+    """Answers a TLS ClientHello with the header of a 16 KiB record and then one byte a second: a
+    TLS server that trickles its handshake (below HTTP, so not a `RegistryProxy`)."""
+
+    def handle(self, connection: socket.socket) -> None:
         with connection:
             try:
                 connection.recv(65536)  # the ClientHello
@@ -182,38 +193,18 @@ class TrickleHandshake:
             except OSError:
                 return
 
-    def __exit__(self, *exc) -> None:
-        self.stopping.set()
-        self.listener.close()
 
-
-class ConnectTunnel:
-    """What HTTPS_PROXY names: a forward proxy on 127.0.0.1 that answers CONNECT HOST:PORT and then
-    relays bytes both ways, always to `upstream` (so HOST may be a name only the tunnel resolves).
-    The targets asked for are kept in `targets`."""
+class ConnectTunnel(RawServer):
+    """What HTTPS_PROXY names: a forward proxy that answers CONNECT HOST:PORT and then relays bytes
+    both ways, always to `upstream` (so HOST may be a name only the tunnel resolves). The targets
+    asked for are kept in `targets`."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.targets: list[str] = []
-
-    def __enter__(self) -> "ConnectTunnel":
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self.open: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-        return self
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
-
-    def _tunnel(self, client: socket.socket) -> None:
+    def handle(self, client: socket.socket) -> None:
         head = b""
         while b"\r\n\r\n" not in head:
             piece = client.recv(4096)
@@ -249,6 +240,6 @@ class ConnectTunnel:
                     pass
 
     def __exit__(self, *exc) -> None:
-        self.listener.close()
+        super().__exit__(*exc)
         for end in self.open:
             end.close()
