@@ -358,6 +358,22 @@ def test_image_poc_from_a_wheel_copied_away_sets_up_and_passes_its_tests(toolcha
 
 
 @pytest.mark.slow
+def test_a_poc_made_by_this_checkout_elsewhere_sets_up_and_runs_its_readme_demo(tmp_path):
+    """The issue's first done-when: `invoke new thumbs --dest /somewhere/else`, then the PoC's own
+    README command (`./bootstrap.sh demo`: its .venv with the toolchain from this checkout, the
+    build, the module once over examples/input)."""
+    poc = tmp_path / "somewhere-else" / "thumbs"
+    done = new("thumbs", "--dest", str(poc), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    env = {k: v for k, v in clean_env().items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    ran = subprocess.run(["./bootstrap.sh", "demo"], cwd=poc, env=env, capture_output=True, text=True, timeout=1500)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert (poc / "out" / "hello.txt.txt").read_bytes() == (poc / "examples/expected/hello.txt.txt").read_bytes()
+    again = subprocess.run(["./bootstrap.sh"], cwd=poc, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "installing" not in again.stderr + again.stdout, again.stdout + again.stderr
+
+
+@pytest.mark.slow
 def test_poc_from_a_git_url_committed_to_its_own_repository_sets_up_from_a_clone(tmp_path):
     """The other two ways a PoC travels: the toolchain named by a git URL, and the PoC committed to a
     repository of its own, cloned elsewhere and set up there with its README's test command (this
