@@ -10,6 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import UserError
+
 
 def write_atomically(path: Path, data: bytes | str, mode: int = 0o644) -> Path:
     """Writes `data` to a new temporary file beside `path` and renames it over `path`.
@@ -31,4 +33,17 @@ def write_atomically(path: Path, data: bytes | str, mode: int = 0o644) -> Path:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def make_directory(path: Path, what: str) -> Path:
+    """`mkdir -p path`, or one line saying why not: a file in the way, a parent that is not a
+    directory, no permission, a file system that refuses (/proc)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{what} {path} is a file, not a directory: remove it or choose another path") from None
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise UserError(f"cannot create {what} {path}: {reason}; choose a path you can write to") from None
     return path

@@ -7,7 +7,9 @@ import difflib
 import functools
 import json
 import re
+import signal
 import sys
+import threading
 from types import TracebackType
 from typing import Any, Callable
 
@@ -25,10 +27,16 @@ def task(*args: Any, **kwargs: Any) -> Any:
     def decorate(body: Callable[..., Any]) -> invoke.Task:
         @functools.wraps(body)
         def guarded(*call_args: Any, **call_kwargs: Any) -> Any:
+            _sigterm_interrupts()
             try:
                 return body(*call_args, **call_kwargs)
             except UserError as error:
                 raise invoke.Exit(f"error: {error}", code=1) from None
+            except OSError as error:
+                # A path the task did not check itself (each task names its own paths' faults):
+                # still one line, with the path and the system's reason.
+                where = f"{error.filename}: " if error.filename else ""
+                raise invoke.Exit(f"error: {where}{(error.strerror or str(error)).lower()}", code=1) from None
 
         # No automatic one-letter flags: `-h` for `--channel` would only confuse.
         kwargs.setdefault("auto_shortflags", False)
@@ -37,6 +45,17 @@ def task(*args: Any, **kwargs: Any) -> Any:
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return decorate(args[0])
     return decorate
+
+
+def _sigterm_interrupts() -> None:
+    """SIGTERM (`kill`, `timeout`, a cancelled CI job) ends a task as Ctrl-C does, through the
+    same clean-up (a pull's temporary file, a run's claims), instead of killing it mid-write."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 # What reading a configuration file (invoke.yaml, `-f FILE`) raises on a user's mistake.
@@ -105,7 +124,10 @@ def install_parse_error_hints() -> None:
     for step in ("parse_tasks", "parse_cleanup"):
         original = getattr(Program, step)
 
-        def explained(self: Any, *args: Any, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
+        def explained(self: Any, *args: Any, _original: Callable[..., Any] = original, _step: str = step,
+                      **kwargs: Any) -> Any:
+            if _step == "parse_tasks":
+                _help_after_a_task_is_help_for_it(self)
             try:
                 return _original(self, *args, **kwargs)
             except ParseError as error:
@@ -115,6 +137,15 @@ def install_parse_error_hints() -> None:
 
         setattr(Program, step, explained)
     Program._wasmpod_parse_hints = True
+
+
+def _help_after_a_task_is_help_for_it(program: Any) -> None:
+    """`invoke run --help` as `invoke --help run`: invoke's parser would take `--help` as the
+    value of the task's first positional argument and then say another one is missing."""
+    tokens = list(program.core.unparsed)
+    if len(tokens) >= 2 and tokens[0] in program.collection.task_names and any(t in ("--help", "-h") for t in tokens[1:]):
+        program.core.unparsed = []
+        program.args.help.value = tokens[0]
 
 
 def _raised_in(traceback: TracebackType | None, source: str) -> bool:

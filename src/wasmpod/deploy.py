@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .atomic_files import write_atomically
+from .atomic_files import make_directory, write_atomically
 from .config import DeploySettings
 from .credentials import resolve_credentials
 from .errors import UserError
@@ -142,7 +142,7 @@ def render_image_policy(image: ImageReference, settings: DeploySettings,
 
 def write_files(rendered: Rendered, out: Path) -> list[Path]:
     """Writes each manifest into `out`; the Secret with mode 0600."""
-    out.mkdir(parents=True, exist_ok=True)
+    make_directory(out, "--out")
     written = []
     for name, text, obj in rendered.files:
         written.append(write_atomically(out / name, text, mode=0o600 if obj.get("kind") == "Secret" else 0o644))

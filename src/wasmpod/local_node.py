@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .atomic_files import write_atomically
+from .atomic_files import make_directory, write_atomically
 from .errors import UserError
 from .localrun import STOPPED, WasiRun, env_prefix, remove_instance_leftovers, run_wasi
 from .manifests import pod_specs
@@ -101,8 +101,10 @@ def workload_from_objects(objects: list[dict]) -> tuple[NodeWorkload, dict[str, 
                             "deploy it with --target kubectl")
         host = Path(volume["hostPath"]["path"])
         if volume["hostPath"].get("type") == "DirectoryOrCreate":
-            host.mkdir(parents=True, exist_ok=True)
+            make_directory(host, f"the hostPath of volume {volume['name']!r},")
             create_dirs.append(str(host))
+        if host.exists() and not host.is_dir():
+            raise UserError(f"hostPath {host} is a file, not a directory: deploy with --input-dir pointing at a directory")
         if not host.is_dir():
             raise UserError(f"hostPath {host} does not exist on this node: create it, or deploy with --input-dir pointing elsewhere")
         if volume["name"] in mounts:

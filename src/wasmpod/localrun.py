@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic_files import make_directory
 from .errors import UserError
 
 # Exit status reported when the run was stopped from outside (128 + SIGINT, as a shell does).
@@ -336,7 +337,9 @@ def run_on_directories(
     variables (`FRACTALIFY_*`) through from `environ`. A stopped run leaves no claims behind."""
     import secrets
 
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if not input_dir.is_dir():  # before the output directory is made: a mistake leaves nothing behind
+        raise UserError(f"{input_dir} is not a directory: create it or pass an existing one")
+    make_directory(output_dir, "the output directory")
     prefix = env_prefix(program)
     instance = environ.get(prefix + "INSTANCE") or f"run-{secrets.token_hex(6)}"
     env = {name: value for name, value in environ.items() if name.startswith(prefix)}
@@ -356,7 +359,7 @@ def run_on_directories(
         # A watcher whose output directory was removed ends for a restart, as the local node
         # restarts it: start it again on the directory there now (made again if need be).
         while result.status == OUTPUT_REMOVED and not stop.is_set():
-            output_dir.mkdir(parents=True, exist_ok=True)
+            make_directory(output_dir, "the output directory")
             print(f"run: starting {program} again on the output directory {output_dir} there now", file=sys.stderr)
             result = run_wasi(run, stop)
     if result.status == STOPPED:

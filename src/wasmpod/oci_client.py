@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import http.client
 import json
 import socket
 import threading
@@ -212,6 +213,16 @@ def _reason(error: Exception) -> str:
     return text.split(": ", 1)[-1][:200]
 
 
+def _short_body(error: BaseException) -> tuple[int, int] | None:
+    """(bytes read, bytes still expected) when `error` is a body cut short of its Content-Length."""
+    while error is not None:
+        if isinstance(error, http.client.IncompleteRead):  # urllib3's keeps a count, http.client's the bytes
+            partial = error.partial if isinstance(error.partial, int) else len(error.partial)
+            return partial, error.expected or 0
+        error = error.args[0] if error.args and isinstance(error.args[0], BaseException) else error.__context__
+    return None
+
+
 def _is_unreachable(error: requests.exceptions.ConnectionError) -> bool:
     """Refused, unresolvable or unroutable: no point retrying. (A reset mid-request is transient.)"""
     first = error.args[0] if error.args else None
@@ -401,6 +412,10 @@ def _stream_body(response: requests.Response, limit: int, write: Callable[[bytes
         response.close()
         if guard is not None and guard.fired:
             raise stalled(guard.host) from None
+        short = _short_body(error)
+        if short is not None:  # it answered, then closed early: not a question of reaching it
+            raise UserError(f"registry {host} closed the connection after {short[0]:,} of the {sum(short):,} bytes "
+                            "it announced; try again, and check the registry if it happens again") from None
         raise unreachable(host, error) from None
     finally:
         if guard is not None:

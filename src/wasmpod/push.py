@@ -12,6 +12,7 @@ from typing import TextIO
 
 from .artifact import (Artifact, check_krustlet_manifest, check_runwasi_config, check_runwasi_manifest, compose_artifact,
                        compose_wasm_oci_artifact, provenance_from_git, sha256_digest)
+from .atomic_files import make_directory
 from .build import BuiltModule, wasm_features
 from .credentials import Credentials, resolve_credentials
 from .errors import UserError
@@ -152,7 +153,9 @@ def pull_module(client: RegistryClient, source: ImageReference, output: Path | N
         annotations = layer.get("annotations")  # a hostile manifest may put anything here
         title = annotations.get("org.opencontainers.image.title") if isinstance(annotations, dict) else None
         target = target / (_plain_file_name(title) if title is not None else f"{source.repository.rsplit('/', 1)[-1]}.wasm")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_file():  # a device or a socket would be replaced by the rename
+        raise UserError(f"{target} is not a regular file: pull --output into a directory or to a new file name")
+    make_directory(target.parent, "the output directory")
     with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as handle:
         temp = Path(handle.name)
         try:

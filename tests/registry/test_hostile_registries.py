@@ -8,6 +8,10 @@ titles are stored in the real registry as they are."""
 
 from __future__ import annotations
 
+import os
+import signal
+import stat
+import subprocess
 import time
 import tracemalloc
 
@@ -15,7 +19,7 @@ import pytest
 
 from proxy import ConnectTunnel, RegistryProxy, TrickleHandshake, is_blob_get, is_manifest_get, timed
 from registries import WASM, invoke, make_certificates, one_line, store_module
-from testkit import ROOT
+from testkit import INVOKE, ROOT, wait_for
 from wasmpod.artifact import Provenance, compose_artifact
 from wasmpod.errors import UserError
 from wasmpod.oci_client import RegistryClient, Transport
@@ -312,3 +316,55 @@ def test_a_slow_link_still_carries_an_upload(registry, tmp_path):
                                                       artifact))
     print(f"\n7.5 MiB through a 384 KiB/s link: pushed in {seconds:.1f} s")
     assert pushed.digest == artifact.manifest_digest
+
+
+def test_pull_never_replaces_what_is_not_a_regular_file(registry, tmp_path, clean_env):
+    """The download is renamed into place, which would replace a device or a FIFO with a file."""
+    store_module(registry.address, tmp_path / "blobs")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    done = invoke("pull", f"{registry.address}/mod:v1", "--output", str(fifo), env=clean_env, timeout=60)
+    assert done.returncode == 1 and one_line(done.stderr) and "is not a regular file" in done.stderr, done.stderr
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blobs", "fifo", "registry"]  # no temporary left
+
+
+def test_a_blob_cut_short_of_its_content_length_is_said_as_such(registry, tmp_path, clean_env):
+    """The registry announces the whole blob, sends part of it and closes: it was reached, and
+    the message says what it did rather than asking whether it runs."""
+    _, digest = store_module(registry.address, tmp_path / "blobs")
+
+    def cut_short(request) -> bool:
+        if not is_blob_get(request, digest):
+            return False
+        request.send_response(200)
+        request.send_header("Content-Length", str(len(WASM)))
+        request.end_headers()
+        request.wfile.write(WASM[:-100])
+        return True  # the proxy closes the connection
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with RegistryProxy(registry.address, intercept=cut_short) as proxy:
+        done = invoke("pull", f"{proxy.address}/mod:v1", "-o", str(out), env=clean_env, timeout=60)
+    assert done.returncode == 1 and one_line(done.stderr), done.stderr
+    assert (f"registry {proxy.address} closed the connection after {len(WASM) - 100:,} of the {len(WASM):,} bytes"
+            in done.stderr), done.stderr
+    assert "IncompleteRead" not in done.stderr and "is it running" not in done.stderr
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_pull_stopped_mid_blob_leaves_no_temporary_file(registry, tmp_path, clean_env, signum):
+    """Ctrl-C, and `kill`/`timeout`/a cancelled CI job (SIGTERM), end a pull the same way."""
+    store_module(registry.address, tmp_path / "blobs")
+    out = tmp_path / "out"
+    out.mkdir()
+    with RegistryProxy(registry.address, intercept=trickle_blob) as proxy:
+        pull = subprocess.Popen([str(INVOKE), "pull", f"{proxy.address}/mod:v1", "-o", str(out)], env=clean_env,
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert wait_for(lambda: any(out.iterdir()), 30)  # the temporary file is there: the blob is coming
+        pull.send_signal(signum)
+        _, stderr = pull.communicate(timeout=30)
+    assert pull.returncode != 0 and "Traceback" not in stderr, stderr
+    assert list(out.iterdir()) == []

@@ -183,6 +183,21 @@ def test_an_instance_that_exits_at_once_fails_deploy_with_its_own_line(pushed, e
     assert "CrashLoopBackOff (exit 2" in status and "FRACTALIFY_MAX_ITER" in status and "Running" not in status.split("[")[0]
 
 
+@pytest.mark.parametrize("which, path", [("--output-dir", "a-file"), ("--output-dir", "/proc/fractalify-out"),
+                                         ("--input-dir", "a-file")])
+def test_a_host_directory_that_is_a_file_or_cannot_be_made_is_one_line_and_nothing_is_deployed(
+        pushed, env, tmp_path, workload_names, which, path):
+    name = workload_names("paths")
+    (tmp_path / "a-file").write_text("not a directory")
+    (tmp_path / "in").mkdir()
+    dirs = {"--input-dir": str(tmp_path / "in"), "--output-dir": str(tmp_path / "out"), which: str(tmp_path / path)}
+    done = invoke("deploy", "--registry", pushed, "--name", name, *[x for pair in dirs.items() for x in pair], env=env)
+    one_line_error(done, "a-file" if path == "a-file" else path)
+    assert "is a file, not a directory" in done.stderr or "cannot create" in done.stderr
+    assert name not in invoke("status", env=env).stdout
+    assert not (tmp_path / "out").exists() or which == "--output-dir"
+
+
 def test_a_variable_with_the_workloads_prefix_the_module_does_not_read_is_refused(env, tmp_path):
     one_line_error(invoke("deploy", "--dry-run", "--env", "FRACTALIFY_MAXITER=5", env=env),
                    "FRACTALIFY_MAXITER", "did you mean FRACTALIFY_MAX_ITER")
