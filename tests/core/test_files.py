@@ -257,9 +257,15 @@ def test_an_oversized_webp_is_refused_from_its_header_before_decoding(run, tmp_p
     full = tmp_path / "full.webp"
     save(np.zeros((2000, 3000, channels), np.uint8), full, lossless=kind == "lossless")
     (tmp_path / "in").mkdir()
-    # Cut, and its RIFF size made to match the cut, so that the completeness check passes it on.
-    head = bytearray(full.read_bytes()[:40])
+    # The image chunk cut to what its header needs (a lossy frame's first partition), and the
+    # chunk's and the RIFF's sizes made to match, so that the completeness check passes it on.
+    data = full.read_bytes()
+    at = data.find(b"VP8L" if kind == "lossless" else b"VP8 ", 12)  # the image chunk, the file's last
+    keep = 5 if data[at:at + 4] == b"VP8L" else 10 + (int.from_bytes(data[at + 8:at + 11], "little") >> 5) + 1
+    head = bytearray(data[:at + 8 + keep])
+    head[at + 4:at + 8] = keep.to_bytes(4, "little")
     head[4:8] = (len(head) - 8).to_bytes(4, "little")
+    assert len(head) < len(data)
     (tmp_path / "in" / "huge.webp").write_bytes(bytes(head))
     done = run(tmp_path / "in", tmp_path / "out", "--max-pixels", "5000000")
     assert done.status == 1

@@ -545,10 +545,35 @@ pub fn inspect(bytes: &[u8], format: Format) -> Result<u32, String> {
             Ok(pages.max(1))
         }
         Format::WebP => {
-            // RIFF says how long the file is; a copy still being written is shorter.
+            // RIFF says how long the file is; a copy still being written is shorter. Each chunk
+            // in it must be whole too, and a lossy frame must hold at least its first partition
+            // (the VP8 decoder reads zeros past the end of its data, RFC 6386 p. 135).
             let declared = le32(4).ok_or_else(|| truncated("RIFF header"))? as u64 + 8;
             if (bytes.len() as u64) < declared {
                 return Err(format!("truncated webp data: {} of the {} bytes its RIFF header declares", bytes.len(), declared));
+            }
+            let (mut at, mut frames) = (12usize, 0u32);
+            while (at as u64) + 8 <= declared {
+                let (kind, size) = (&bytes[at..at + 4], le32(at + 4).unwrap_or(0) as usize);
+                let end = at.checked_add(8 + size).filter(|end| *end as u64 <= declared).ok_or_else(|| {
+                    format!("truncated webp data: its {} chunk declares {} bytes, more than the file holds", String::from_utf8_lossy(kind).trim(), size)
+                })?;
+                match kind {
+                    b"VP8 " => {
+                        let tag = bytes.get(at + 8..at + 11).ok_or_else(|| truncated("VP8 frame header"))?;
+                        let first_partition = (u32::from(tag[0]) | u32::from(tag[1]) << 8 | u32::from(tag[2]) << 16) >> 5;
+                        if size < 10 + first_partition as usize {
+                            return Err(truncated("VP8 frame's first partition"));
+                        }
+                    }
+                    b"ANMF" => frames += 1,
+                    _ => {}
+                }
+                at = end + (size & 1); // chunks are padded to an even length
+            }
+            if frames > 1 {
+                // The image crate decodes an animation's frames into one wrong picture: refused, not kept.
+                return Err(format!("animated webp ({} frames) is not supported: give a still image (its first frame)", frames));
             }
             Ok(1)
         }
