@@ -71,7 +71,8 @@ def run_module_on(c, input_dir: Path, output_dir: Path, flags: list[str]) -> Non
 
     project = project_of(c)
     module = build_module(project)
-    finish(run_on_directories(module.path, project.crate_name, input_dir, output_dir, flags, dict(os.environ)))
+    finish(run_on_directories(module.path, project.crate_name, input_dir, output_dir, flags, dict(os.environ),
+                              instance_locks=project.cache_dir / "run"))
 
 
 @task(help={

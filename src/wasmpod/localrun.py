@@ -332,16 +332,52 @@ def run_on_directories(
     output_dir: Path,
     flags: list[str],
     environ: dict[str, str],
+    instance_locks: Path | None = None,
 ) -> RunResult:
     """Runs the workload as its Pod would, on two host directories, passing the workload's own
-    variables (`FRACTALIFY_*`) through from `environ`. A stopped run leaves no claims behind."""
+    variables (`FRACTALIFY_*`) through from `environ`. A stopped run leaves no claims behind;
+    with `instance_locks`, neither does a killed one (see `_stable_instance`)."""
+    with _stable_instance(output_dir, instance_locks) as stable:
+        return _run_on_directories(module, program, input_dir, output_dir, flags, environ, stable)
+
+
+@contextmanager
+def _stable_instance(output_dir: Path, locks: Path | None) -> Iterator[str | None]:
+    """This run's instance ID: `run-<output directory's hash>-<n>`, the first n whose lock file
+    (in `locks`) no live run holds, held until the run ends. A run killed outright (`kill -9`)
+    frees its lock with its process, so the next run on that output directory is the same
+    instance and takes the killed one's claims back at once, instead of finding its images
+    claimed for ten minutes; two runs at once still get two IDs. None without `locks`."""
+    if locks is None:
+        yield None
+        return
+    import fcntl
+    import hashlib
+
+    make_directory(locks, "the run locks directory")
+    key = hashlib.sha256(str(output_dir.resolve()).encode()).hexdigest()[:12]
+    for slot in range(64):
+        handle = open(locks / f"{key}-{slot}.lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        with handle:
+            yield f"run-{key}-{slot}"
+        return
+    yield None  # 64 runs at once on one directory: a random ID each from here on
+
+
+def _run_on_directories(module: Path, program: str, input_dir: Path, output_dir: Path, flags: list[str],
+                        environ: dict[str, str], stable_instance: str | None) -> RunResult:
     import secrets
 
     if not input_dir.is_dir():  # before the output directory is made: a mistake leaves nothing behind
         raise UserError(f"{input_dir} is not a directory: create it or pass an existing one")
     make_directory(output_dir, "the output directory")
     prefix = env_prefix(program)
-    instance = environ.get(prefix + "INSTANCE") or f"run-{secrets.token_hex(6)}"
+    instance = environ.get(prefix + "INSTANCE") or stable_instance or f"run-{secrets.token_hex(6)}"
     env = {name: value for name, value in environ.items() if name.startswith(prefix)}
     env[prefix + "INSTANCE"] = instance
     run = WasiRun(

@@ -8,7 +8,9 @@ from __future__ import annotations
 import io
 import os
 import random
+import signal
 import struct
+import subprocess
 import threading
 import time
 import zlib
@@ -21,7 +23,7 @@ from PIL import Image
 
 from coretools import load, noise, run_module, save, stop_watching, watch
 from reference import expected_pixels
-from testkit import invoke, wait_for
+from testkit import INVOKE, ROOT, clean_env, invoke, wait_for
 
 FORMATS = {"png": {"format": "PNG"}, "jpg": {"format": "JPEG", "quality": 90},
            "progressive.jpg": {"format": "JPEG", "progressive": True}, "gif": {"format": "GIF"},
@@ -167,6 +169,39 @@ def test_invoke_run_names_the_name_that_is_not_utf8(tmp_path):
     line = next(line for line in done.stderr.splitlines() if line.startswith("run: odd/"))
     assert line.startswith("run: odd/caf\\xe9\\x0a.png: this name is not valid UTF-8"), line
     assert "wrote top.png" in done.stdout
+
+
+def test_invoke_run_killed_outright_is_taken_over_at_once_by_the_next_run(tmp_path):
+    """`kill -9` leaves the image being processed claimed; the next `invoke run` on that output
+    directory is the same instance, so it takes the claim back and writes the image now, not in
+    ten minutes; a run beside a live one is another instance and leaves that one's images alone."""
+    save(noise(1500, 2000, 3), tmp_path / "in" / "big.png")
+    save(noise(8, 8, 3), tmp_path / "in" / "small.png")
+    out = tmp_path / "out"
+    env = clean_env()
+    first = subprocess.Popen([str(INVOKE), "run", "--input", str(tmp_path / "in"), "--output", str(out), "--once"],
+                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_for(lambda: (out / ".big.png.claim").exists(), 60)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert (out / ".big.png.claim").exists()  # killed mid-image: its claim stays
+    done = invoke("run", "--input", str(tmp_path / "in"), "--output", str(out), "--once", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "took back 1 claim(s)" in done.stderr and " 0 claimed by another instance" in done.stdout
+    assert (out / "big.png").is_file() and hidden_files(out) == []
+
+
+def test_runs_at_once_on_one_output_directory_are_different_instances_and_a_finished_ones_id_is_reused(tmp_path):
+    from wasmpod.localrun import _stable_instance
+
+    with _stable_instance(tmp_path / "out", tmp_path / "locks") as first:
+        with _stable_instance(tmp_path / "out", tmp_path / "locks") as second:
+            with _stable_instance(tmp_path / "other", tmp_path / "locks") as elsewhere:
+                assert len({first, second, elsewhere}) == 3 and first.endswith("-0") and second.endswith("-1")
+    with _stable_instance(tmp_path / "out", tmp_path / "locks") as again:
+        assert again == first
 
 
 def test_a_name_as_long_as_the_file_system_allows_is_processed(run, tmp_path):
