@@ -526,7 +526,9 @@ class LocalNode:
             failed = state.first_failure()
             if failed is not None:
                 raise UserError(f"{state.namespace}/{state.name} instance #{failed.index} exited with status "
-                                f"{failed.exit_code}: {failed.last_error or '(nothing on stderr)'}")
+                                f"{failed.exit_code}: {failed.last_error or '(nothing on stderr)'}; it stays deployed, "
+                                f"restarting with back-off as a {state.kind} would: fix it and deploy again, or "
+                                f"`invoke undeploy --name {state.name}`")
             if state.runner_lost or state.phase not in ("Pending", "Running"):
                 return state
             if state.instances and all(i.started for i in state.instances):

@@ -169,7 +169,8 @@ def test_an_instance_that_exits_at_once_fails_deploy_with_its_own_line(pushed, e
     images(tmp_path / "in", 1)
     began = time.monotonic()
     done = deploy(pushed, name, tmp_path, "--env", "FRACTALIFY_MAX_ITER=999", env=env)
-    one_line_error(done, "FRACTALIFY_MAX_ITER", "exited with status 2", "fractalify:")
+    one_line_error(done, "FRACTALIFY_MAX_ITER", "exited with status 2", "fractalify:", "it stays deployed",
+                   f"`invoke undeploy --name {name}`")
 
     def status_line() -> str:
         return next((line for line in invoke("status", env=env).stdout.splitlines() if name in line), "")
