@@ -84,9 +84,12 @@ def _from_auths_entry(entry: dict, source: str) -> Credentials | None:
     username, password = entry.get("username"), entry.get("password")
     if entry.get("auth"):
         try:
-            username, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            username, colon, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
-            raise UserError(f"the 'auth' value for {source} is not base64 of user:password") from None
+            colon = ""
+        if not colon:  # else a damaged entry would quietly mean anonymous access
+            raise UserError(f"the 'auth' value for {source} is not base64 of user:password: run "
+                            "`invoke login` again or fix the docker config")
     if entry.get("identitytoken"):
         return Credentials(username or TOKEN_USERNAME, identity_token=entry["identitytoken"], source=source)
     if username and password:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import hashlib
 import json
 import os
@@ -111,6 +113,15 @@ def test_htpasswd_auth_through_the_docker_config(auth_registry, clean_env):
     docker_config(clean_env, {"auths": {auth_registry.address: {"auth": basic_auth()}}})
     done = invoke("push", "--registry", auth_registry.address, env=clean_env)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("auth", [base64.b64encode(b"user-without-colon").decode(), "not base64 at all!",
+                                  base64.b64encode(b"\xff\xfe:x").decode()])
+def test_a_damaged_auth_entry_in_the_docker_config_is_one_line_not_anonymous(auth_registry, clean_env, auth):
+    path = docker_config(clean_env, {"auths": {auth_registry.address: {"auth": auth}}})
+    done = invoke("push", "--registry", auth_registry.address, env=clean_env, timeout=60)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert f"the 'auth' value for {path} ({auth_registry.address}) is not base64 of user:password" in done.stderr
 
 
 def test_credential_helper_from_cred_helpers_and_creds_store(auth_registry, clean_env, tmp_path):
