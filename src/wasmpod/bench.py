@@ -217,7 +217,7 @@ def dev_save_to_output(project: Project, runs: int) -> list[float]:
                 dev.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 dev.kill()
-            LocalRegistry(project.registry_dir, port).down()
+            LocalRegistry(Project.at(poc).registry_dir, port).down()  # the PoC's own, as dev started it
     return samples
 
 

@@ -190,3 +190,15 @@ def test_a_bad_interval_is_one_line_before_anything_is_built(poc, interval):
     assert done.returncode == 1 and done.stderr.splitlines() == [done.stderr.strip()] and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: --interval must be"), done.stderr
     assert done.stdout == ""
+
+
+def test_the_bench_row_times_a_save_and_stops_the_pocs_own_registry():
+    """`invoke bench`'s dev row: a new PoC's dev loop timed once; the registry that PoC started
+    (its own, in its temporary folder) is stopped with it, not left running."""
+    from wasmpod.bench import dev_save_to_output
+    from wasmpod.project import Project
+
+    (seconds,) = dev_save_to_output(Project.at(ROOT), 1)
+    assert 0 < seconds < 120
+    running = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "wasmpod-bench-dev-" not in running, running
