@@ -293,6 +293,41 @@ def test_a_webp_whose_chunks_do_not_fit_or_animate_is_refused_and_stills_of_ever
     assert done.status == 1 and hidden_files(tmp_path / "out") == []
 
 
+def jpeg_scans(data: bytes) -> list[int]:
+    """Where each start-of-scan marker of a JPEG is."""
+    return [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xDA]
+
+
+def test_a_jpeg_cut_inside_its_scans_and_given_an_end_again_is_refused_and_whole_ones_are_written(run, tmp_path):
+    """The decoder fills a scan cut short with zeros, and takes a progressive file with only its
+    first scans: each is refused by name; JPEGs of every common shape are written."""
+    pixels = noise(123, 157, 3, seed=12)  # not a multiple of the 8x8 or 16x16 MCU
+    stills = {"420.jpg": encoded(pixels, format="JPEG", quality=90),
+              "444.jpg": encoded(pixels, format="JPEG", quality=90, subsampling=0),
+              "422.jpg": encoded(pixels, format="JPEG", quality=90, subsampling=1),
+              "gray.jpg": encoded(pixels[..., 0], format="JPEG", quality=90),
+              "restarts.jpg": encoded(pixels, format="JPEG", quality=90, restart_marker_blocks=5),
+              "optimized.jpg": encoded(pixels, format="JPEG", quality=90, optimize=True),
+              "progressive.jpg": encoded(pixels, format="JPEG", quality=90, progressive=True)}
+    assert b"\xff\xdd" in stills["restarts.jpg"]  # a restart interval, so the walk meets RST markers
+    end = b"\xff\xd9"
+    bad = {}
+    for name in ("420.jpg", "444.jpg", "gray.jpg", "restarts.jpg"):
+        data, scan = stills[name], jpeg_scans(stills[name])[0]
+        bad[f"cut-{name}"] = data[:scan + (len(data) - scan) // 2] + end
+    progressive = stills["progressive.jpg"]
+    bad["first-scans-progressive.jpg"] = progressive[:jpeg_scans(progressive)[2]] + end
+    (tmp_path / "in").mkdir()
+    for name, data in {**stills, **bad}.items():
+        (tmp_path / "in" / name).write_bytes(data)
+    done = run(tmp_path / "in", tmp_path / "out")
+    assert sorted(done.wrote()) == sorted(stills), done.stderr
+    for name in bad:
+        (line,) = [line for line in done.stderr.splitlines() if f" {name}:" in line]
+        assert "truncated jpeg data" in line, line
+    assert done.status == 1 and hidden_files(tmp_path / "out") == []
+
+
 def test_a_restarted_instance_takes_back_its_claims_at_once(run, tmp_path):
     for name in ("a.png", "b.png", "c.png"):
         save(noise(8, 8, 3), tmp_path / "in" / name)

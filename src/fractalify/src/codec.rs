@@ -266,6 +266,254 @@ fn webp_declares_alpha(bytes: &[u8]) -> bool {
     }
 }
 
+/// What a JPEG's scans must add up to: in a sequential (baseline) frame, each scan's entropy-coded
+/// data holds every MCU it promises (walked through its Huffman codes, no pixel is computed), and
+/// every component is in a scan; in a progressive frame, the scans bring every coefficient of
+/// every component to full precision. The decoder would fill what is missing with zeros.
+#[derive(Default)]
+struct JpegScans {
+    /// (class, id) -> the table as (min code, max code, first symbol index) per length, and symbols.
+    tables: Vec<((u8, u8), HuffmanTable)>,
+    restart_interval: usize,
+    /// The frame: sequential with Huffman coding (walked), size, components (id, h, v).
+    sequential: bool,
+    progressive: bool,
+    size: (usize, usize),
+    components: Vec<(u8, usize, usize)>,
+    /// Per component, the lowest successive-approximation bit each coefficient was brought to (255: none).
+    precision: Vec<[u8; 64]>,
+}
+
+struct HuffmanTable {
+    max_code: [i32; 17],
+    offset: [i32; 17],
+    symbols: Vec<u8>,
+    /// The codes of up to FAST_BITS bits, by their first FAST_BITS bits: (length, symbol); length 0: longer.
+    fast: Vec<(u8, u8)>,
+}
+
+const FAST_BITS: u32 = 9;
+
+impl JpegScans {
+    fn define_tables(&mut self, mut segment: &[u8]) -> Result<(), String> {
+        while segment.len() >= 17 {
+            let (class, id) = (segment[0] >> 4, segment[0] & 15);
+            let counts = &segment[1..17];
+            let total: usize = counts.iter().map(|c| usize::from(*c)).sum();
+            let symbols = segment.get(17..17 + total).ok_or_else(|| "corrupt jpeg data: a Huffman table is cut short".to_string())?;
+            let (mut max_code, mut offset, mut code, mut index) = ([-1i32; 17], [0i32; 17], 0i32, 0i32);
+            for length in 1..=16 {
+                let count = i32::from(counts[length - 1]);
+                offset[length] = index - code;
+                code += count;
+                index += count;
+                max_code[length] = if count > 0 { code - 1 } else { -1 };
+                code <<= 1;
+            }
+            let mut fast = vec![(0u8, 0u8); 1 << FAST_BITS];
+            let (mut code, mut index) = (0usize, 0usize);
+            for length in 1..=FAST_BITS as usize {
+                for _ in 0..counts[length - 1] {
+                    let first = code << (FAST_BITS as usize - length);
+                    for entry in fast.iter_mut().skip(first).take(1 << (FAST_BITS as usize - length)) {
+                        *entry = (length as u8, symbols[index]);
+                    }
+                    code += 1;
+                    index += 1;
+                }
+                code <<= 1;
+            }
+            self.tables.retain(|(key, _)| *key != (class, id));
+            self.tables.push(((class, id), HuffmanTable { max_code, offset, symbols: symbols.to_vec(), fast }));
+            segment = &segment[17 + total..];
+        }
+        Ok(())
+    }
+
+    fn frame(&mut self, marker: u8, segment: &[u8]) {
+        self.sequential = matches!(marker, 0xc0 | 0xc1);
+        self.progressive = matches!(marker, 0xc2 | 0xc6 | 0xca | 0xce);
+        if segment.len() < 6 {
+            return;
+        }
+        self.size = (usize::from(u16::from_be_bytes([segment[3], segment[4]])), usize::from(u16::from_be_bytes([segment[1], segment[2]])));
+        self.components = segment[6..].chunks_exact(3).take(usize::from(segment[5])).map(|c| (c[0], usize::from(c[1] >> 4), usize::from(c[1] & 15))).collect();
+        self.precision = vec![[255u8; 64]; self.components.len()];
+    }
+
+    /// One scan: its header, and (sequential frames) the entropy-coded `data` after it.
+    fn scan(&mut self, header: &[u8], data: &[u8]) -> Result<(), String> {
+        let count = usize::from(*header.first().unwrap_or(&0));
+        let tail = header.get(1 + 2 * count..1 + 2 * count + 3).ok_or_else(|| "corrupt jpeg data: a scan header is cut short".to_string())?;
+        let (start, end, low) = (usize::from(tail[0]).min(63), usize::from(tail[1]).min(63), tail[2] & 15);
+        let mut members = Vec::new();
+        for selector in header[1..1 + 2 * count].chunks_exact(2) {
+            let index = self.components.iter().position(|c| c.0 == selector[0]).ok_or_else(|| "corrupt jpeg data: a scan names a component the frame lacks".to_string())?;
+            let (first, last) = if self.progressive { (start, end.max(start)) } else { (0, 63) };
+            for bit in &mut self.precision[index][first..=last] {
+                *bit = (*bit).min(if self.progressive { low } else { 0 });
+            }
+            members.push((index, selector[1] >> 4, selector[1] & 15));
+        }
+        if self.sequential && self.size.0 > 0 && self.size.1 > 0 {
+            self.walk(&members, data)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes the Huffman codes of every block the scan promises; fails when the data (up to the
+    /// next marker other than a restart) ends first.
+    fn walk(&self, members: &[(usize, u8, u8)], data: &[u8]) -> Result<(), String> {
+        let table = |class: u8, id: u8| self.tables.iter().find(|(key, _)| *key == (class, id)).map(|(_, t)| t);
+        let h_max = self.components.iter().map(|c| c.1).max().unwrap_or(1).max(1);
+        let v_max = self.components.iter().map(|c| c.2).max().unwrap_or(1).max(1);
+        let (width, height) = self.size;
+        // (units in the scan, blocks of each member in one unit)
+        let (units, blocks): (usize, Vec<usize>) = if members.len() == 1 {
+            let (_, h, v) = self.components[members[0].0];
+            let columns = (width * h + h_max - 1) / h_max;
+            let rows = (height * v + v_max - 1) / v_max;
+            (((columns + 7) / 8) * ((rows + 7) / 8), vec![1])
+        } else {
+            let units = ((width + 8 * h_max - 1) / (8 * h_max)) * ((height + 8 * v_max - 1) / (8 * v_max));
+            (units, members.iter().map(|m| self.components[m.0].1 * self.components[m.0].2).collect())
+        };
+        let mut bits = ScanBits::new(data);
+        let cut = |done: usize| format!("truncated jpeg data: a scan ends after {} of its {} MCUs", done, units);
+        for unit in 0..units {
+            if self.restart_interval > 0 && unit > 0 && unit % self.restart_interval == 0 && !bits.restart() {
+                return Err(cut(unit));
+            }
+            for (member, count) in members.iter().zip(&blocks) {
+                let dc = table(0, member.1).ok_or_else(|| "corrupt jpeg data: a scan uses an undefined Huffman table".to_string())?;
+                let ac = table(1, member.2).ok_or_else(|| "corrupt jpeg data: a scan uses an undefined Huffman table".to_string())?;
+                for _ in 0..*count {
+                    let size = bits.decode(dc).ok_or_else(|| cut(unit))?;
+                    bits.skip(size & 15).ok_or_else(|| cut(unit))?;
+                    let mut k = 1;
+                    while k < 64 {
+                        let symbol = bits.decode(ac).ok_or_else(|| cut(unit))?;
+                        let (run, size) = (usize::from(symbol >> 4), symbol & 15);
+                        if size == 0 {
+                            if run != 15 {
+                                break; // end of block
+                            }
+                            k += 16;
+                        } else {
+                            k += run + 1;
+                            bits.skip(size).ok_or_else(|| cut(unit))?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn complete(&self) -> Result<(), String> {
+        if self.precision.iter().any(|bits| bits.iter().any(|bit| *bit != 0)) {
+            return Err("truncated jpeg data: the file ends before its scans cover the whole image".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// The bits of one scan's entropy-coded data: stuffed zero bytes removed, ending at a marker. Up
+/// to 64 bits are buffered, so a code is looked up from 16 peeked bits, not read bit by bit.
+struct ScanBits<'a> {
+    data: &'a [u8],
+    at: usize,
+    buffer: u64,
+    count: u32,
+    ended: bool, // a marker (or the file's end) was reached: no bits after those buffered
+}
+
+impl<'a> ScanBits<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        ScanBits { data, at: 0, buffer: 0, count: 0, ended: false }
+    }
+
+    fn fill(&mut self) {
+        while self.count <= 56 && !self.ended {
+            match (self.data.get(self.at), self.data.get(self.at + 1)) {
+                (Some(0xff), Some(0)) => {
+                    self.buffer = self.buffer << 8 | 0xff;
+                    self.at += 2;
+                }
+                (Some(0xff), _) | (None, _) => self.ended = true, // a marker: this scan's data ends here
+                (Some(byte), _) => {
+                    self.buffer = self.buffer << 8 | u64::from(*byte);
+                    self.at += 1;
+                }
+            }
+            if !self.ended {
+                self.count += 8;
+            }
+        }
+    }
+
+    /// The next 16 bits (zeros past the end), and how many of them are real.
+    fn peek(&mut self) -> (u32, u32) {
+        self.fill();
+        let bits = if self.count >= 16 { (self.buffer >> (self.count - 16)) as u32 } else { (self.buffer << (16 - self.count)) as u32 };
+        (bits & 0xffff, self.count.min(16))
+    }
+
+    fn skip(&mut self, count: u8) -> Option<()> {
+        self.fill();
+        let count = u32::from(count);
+        if count > self.count {
+            return None;
+        }
+        self.consume(count);
+        Some(())
+    }
+
+    fn decode(&mut self, table: &HuffmanTable) -> Option<u8> {
+        let (bits, real) = self.peek();
+        let (length, symbol) = table.fast[(bits >> (16 - FAST_BITS)) as usize];
+        if length > 0 {
+            if u32::from(length) > real {
+                return None;
+            }
+            self.consume(u32::from(length));
+            return Some(symbol);
+        }
+        for length in FAST_BITS + 1..=16 {
+            let code = (bits >> (16 - length)) as i32;
+            if code <= table.max_code[length as usize] {
+                if length > real {
+                    return None; // the code runs past the data
+                }
+                self.consume(length);
+                return table.symbols.get((code + table.offset[length as usize]) as usize).copied();
+            }
+        }
+        None // no code of 16 bits or fewer: corrupt, and the decoder will say so
+    }
+
+    fn consume(&mut self, count: u32) {
+        self.count -= count;
+        self.buffer &= u64::MAX.checked_shr(64 - self.count).unwrap_or(0); // keeps the unread bits
+    }
+
+    /// Past a restart marker (RST0-7), which ends the bits of one interval.
+    fn restart(&mut self) -> bool {
+        // What is buffered is this interval's padding; the marker is where reading stopped.
+        let at = self.at;
+        self.buffer = 0;
+        self.count = 0;
+        self.ended = false;
+        match (self.data.get(at), self.data.get(at + 1)) {
+            (Some(0xff), Some(0xd0..=0xd7)) => {
+                self.at = at + 2;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 fn describe(format: Format, error: image::ImageError) -> String {
     match error {
         image::ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -438,8 +686,11 @@ pub fn inspect(bytes: &[u8], format: Format) -> Result<u32, String> {
         }
         Format::Jpeg => {
             // Segments up to each scan, its entropy-coded data up to the next marker, until EOI.
-            // Every 8x8 block takes at least one bit, so at most 512 pixels a byte.
+            // Every 8x8 block takes at least one bit, so at most 512 pixels a byte. The scans
+            // themselves are checked by `JpegScans`: an end-of-image marker after a cut scan
+            // would otherwise be decoded with the rest filled in.
             let mut at = 2;
+            let mut scans = JpegScans::default();
             loop {
                 let marker = match (bytes.get(at), bytes.get(at + 1)) {
                     (Some(0xff), Some(marker)) => *marker,
@@ -448,7 +699,7 @@ pub fn inspect(bytes: &[u8], format: Format) -> Result<u32, String> {
                 };
                 at += 2;
                 match marker {
-                    0xd9 => return Ok(1),
+                    0xd9 => return scans.complete().map(|_| 1),
                     0xff => at -= 1, // fill byte
                     0x01 | 0xd0..=0xd7 => {}
                     _ => {
@@ -459,6 +710,14 @@ pub fn inspect(bytes: &[u8], format: Format) -> Result<u32, String> {
                             if w * h / 512 > bytes.len() as u64 {
                                 return Err(promise(w, h));
                             }
+                        }
+                        let segment = bytes.get(at + 2..at + length).ok_or_else(|| truncated("end-of-image marker"))?;
+                        match marker {
+                            0xc4 => scans.define_tables(segment)?,
+                            0xdd if segment.len() >= 2 => scans.restart_interval = usize::from(u16::from_be_bytes([segment[0], segment[1]])),
+                            0xc0..=0xc3 | 0xc5..=0xc7 | 0xc9..=0xcb | 0xcd..=0xcf => scans.frame(marker, segment),
+                            0xda => scans.scan(segment, bytes.get(at + length..).unwrap_or(&[]))?,
+                            _ => {}
                         }
                         at += length;
                         if marker == 0xda {
