@@ -268,6 +268,21 @@ def webp_cut_first_partition(data: bytes) -> bytes:
     return bytes(cut)
 
 
+def webp_cut_tokens(data: bytes) -> bytes:
+    """A lossy WebP whose last (token) partition is cut in half, every size made to fit what is left."""
+    kind, size_at = webp_chunks(data)[-1]
+    assert kind == b"VP8 "
+    size = struct.unpack("<I", data[size_at:size_at + 4])[0]
+    first = int.from_bytes(data[size_at + 4:size_at + 7], "little") >> 5
+    keep = 10 + first + (size - 10 - first) // 2
+    cut = bytearray(data[: size_at + 4 + keep])
+    cut[size_at:size_at + 4] = struct.pack("<I", keep)
+    if keep % 2:
+        cut += b"\0"
+    cut[4:8] = struct.pack("<I", len(cut) - 8)
+    return bytes(cut)
+
+
 def test_a_webp_whose_chunks_do_not_fit_or_animate_is_refused_and_stills_of_every_kind_are_written(run, tmp_path):
     pixels = noise(60, 80, 4, seed=9)
     stills = {"lossy.webp": encoded(pixels[..., :3], format="WEBP", quality=80),
@@ -281,6 +296,8 @@ def test_a_webp_whose_chunks_do_not_fit_or_animate_is_refused_and_stills_of_ever
     bad = {"lying-chunk.webp": webp_lying_chunk(stills["lossy.webp"]),
            "lying-lossless.webp": webp_lying_chunk(stills["lossless.webp"]),
            "cut-partition.webp": webp_cut_first_partition(stills["lossy.webp"]),
+           "cut-tokens.webp": webp_cut_tokens(stills["lossy.webp"]),
+           "cut-tokens-larger.webp": webp_cut_tokens(encoded(noise(200, 300, 3, seed=5), format="WEBP", quality=50)),
            "animated.webp": animation.getvalue()}
     (tmp_path / "in").mkdir()
     for name, data in {**stills, **bad}.items():

@@ -121,7 +121,20 @@ pub fn decode(bytes: &[u8], format: Format, limits: DecodeLimits) -> Result<Pixe
             let (width, height) = webp_dimensions(bytes).ok_or_else(|| "truncated webp data".to_string())?;
             let pixels = check_size(width, height, format, limits.max_pixels)?;
             check_budget(width, height, pixels * 4, 4, Format::Png, limits.max_bytes, file)?;
+            // A lossy frame once more with 0xff bytes after its data: image 0.24's VP8 reader reads
+            // zeros past the end of its data (RFC 6386's suggestion) and says nothing, so a frame
+            // whose last partition was cut decodes; a whole one never reads past its end.
+            let probe = match webp_with_vp8_tail(bytes) {
+                Some(padded) => {
+                    let probe = read_pixels(codecs::webp::WebPDecoder::new(Cursor::new(&padded[..])), format, limits, file)?;
+                    Some(fingerprint(&probe.data))
+                }
+                None => None,
+            };
             let pixels = read_pixels(codecs::webp::WebPDecoder::new(cursor), format, limits, file)?;
+            if probe.map_or(false, |probe| probe != fingerprint(&pixels.data)) {
+                return Err("truncated webp data: its VP8 frame's data ends before the image does".to_string());
+            }
             // It decodes every lossless WebP as RGBA; one whose header says it has no alpha is
             // RGB, as other decoders (and the contract's "RGBA with alpha") have it.
             if pixels.channels == 4 && !webp_declares_alpha(bytes) {
@@ -253,6 +266,39 @@ fn webp_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
         }
         _ => None,
     }
+}
+
+/// The file with 16 bytes of 0xff appended to its lossy (`VP8 `) frame's data, the chunk's and
+/// the RIFF's sizes grown to match; None without a lossy frame.
+#[cfg(feature = "webp")]
+fn webp_with_vp8_tail(bytes: &[u8]) -> Option<Vec<u8>> {
+    const TAIL: usize = 16; // even: a chunk's padding byte stays where it is
+    let le32 = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        let size = le32(at + 4)?;
+        let end = at.checked_add(8 + size)?;
+        if &bytes[at..at + 4] == b"VP8 " {
+            let mut padded = Vec::with_capacity(bytes.len() + TAIL);
+            padded.extend_from_slice(bytes.get(..end)?);
+            padded.extend_from_slice(&[0xff; TAIL]);
+            padded.extend_from_slice(&bytes[end..]);
+            padded[at + 4..at + 8].copy_from_slice(&((size + TAIL) as u32).to_le_bytes());
+            let riff = le32(4)? + TAIL;
+            padded[4..8].copy_from_slice(&(riff as u32).to_le_bytes());
+            return Some(padded);
+        }
+        at = end + (size & 1);
+    }
+    None
+}
+
+#[cfg(feature = "webp")]
+fn fingerprint(data: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    hasher.write(data);
+    hasher.finish()
 }
 
 /// Whether a WebP file's header says it carries alpha: the VP8L `alpha_is_used` bit, or the
