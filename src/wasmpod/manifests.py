@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -270,11 +272,9 @@ def render_documents(templates: Path, workload: Workload, pull_secret: PullSecre
                      runtime_class: RuntimeClass | None = None) -> list[tuple[str, str]]:
     """(file name, YAML text) for each object: the RuntimeClass and the pull Secret first, then
     the workload."""
-    import jinja2
-
     environment = template_environment(templates)
     rendered = []
-    try:
+    with template_errors(templates):
         if runtime_class is not None:
             text = environment.get_template(RUNTIME_CLASS_TEMPLATE).render(r=runtime_class)
             rendered.append((f"{runtime_class.name}.runtimeclass.yaml", text))
@@ -283,13 +283,22 @@ def render_documents(templates: Path, workload: Workload, pull_secret: PullSecre
             rendered.append((f"{pull_secret.name}.secret.yaml", text))
         template = environment.get_template(TEMPLATE_OF_KIND[workload.kind])
         rendered.append((f"{workload.name}.{workload.kind}.yaml", template.render(w=workload)))
+    return rendered
+
+
+@contextmanager
+def template_errors(templates: Path) -> Iterator[None]:
+    """A template that is missing, does not parse or uses an undefined value, as one line."""
+    import jinja2
+
+    try:
+        yield
     except jinja2.TemplateNotFound as missing:
         raise UserError(f"template {missing.name} is missing from {templates}") from None
     except jinja2.UndefinedError as error:
         raise UserError(f"a template in {templates} uses a value that is not defined: {error.message}") from None
     except jinja2.TemplateSyntaxError as error:
         raise UserError(f"template {error.name} line {error.lineno}: {error.message}") from None
-    return rendered
 
 
 def parse_documents(rendered: list[tuple[str, str]]) -> list[dict]:
@@ -355,17 +364,9 @@ def render_manifests(templates: Path, workload: Workload, pull_secret: PullSecre
 def render_policy(templates: Path, policy: ImagePolicy) -> tuple[str, str, dict]:
     """(file name, YAML text, object) of the Kyverno ClusterPolicy. Kubernetes' own schema does
     not know the kind; the tests check it against Kyverno's."""
-    import jinja2
-
     check_dns_label(policy.name, "the policy name")
-    try:
+    with template_errors(templates):
         text = template_environment(templates).get_template(POLICY_TEMPLATE).render(p=policy)
-    except jinja2.TemplateNotFound as missing:
-        raise UserError(f"template {missing.name} is missing from {templates}") from None
-    except jinja2.UndefinedError as error:
-        raise UserError(f"a template in {templates} uses a value that is not defined: {error.message}") from None
-    except jinja2.TemplateSyntaxError as error:
-        raise UserError(f"template {error.name} line {error.lineno}: {error.message}") from None
     name = f"{policy.name}.clusterpolicy.yaml"
     [obj] = parse_documents([(name, text)])
     return name, text, obj

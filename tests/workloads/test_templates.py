@@ -243,3 +243,30 @@ def test_undecodable_bytes_are_refused_with_one_line(field):
             render_manifests(TEMPLATES, replace(BASE, env=(EnvVar("FRACTALIFY_C", undecodable),)))
         else:
             render_manifests(TEMPLATES, BASE, replace(SECRET, password=undecodable))
+
+
+@pytest.mark.parametrize("fault, words", [
+    ("missing", "template pod.yaml.j2 is missing from"),
+    ("misspelled", "uses a value that is not defined"),
+    ("syntax", "template pod.yaml.j2 line"),
+])
+def test_a_broken_template_is_one_line_naming_what_is_wrong(tmp_path, fault, words):
+    """A PoC's own templates are edited by hand: each way of breaking one is said, not a traceback."""
+    from wasmpod.manifests import ImagePolicy, POLICY_TEMPLATE, render_policy
+
+    templates = tmp_path / "k8s"
+    shutil.copytree(TEMPLATES, templates)
+    pod, policy = templates / "pod.yaml.j2", templates / POLICY_TEMPLATE
+    if fault == "missing":
+        pod.unlink()
+        policy.unlink()
+    elif fault == "misspelled":
+        pod.write_text(pod.read_text().replace("w.runtime", "w.runtme", 1))
+        policy.write_text(policy.read_text().replace("p.name", "p.nmae", 1))
+    else:
+        pod.write_text(pod.read_text() + "\n{% if %}\n")
+        policy.write_text(policy.read_text() + "\n{% if %}\n")
+    with pytest.raises(UserError, match=words):
+        render_documents(templates, BASE, None)
+    with pytest.raises(UserError, match=words.replace("pod.yaml.j2", POLICY_TEMPLATE)):
+        render_policy(templates, ImagePolicy("p", "r.example/x", "-----BEGIN PUBLIC KEY-----\n"))
