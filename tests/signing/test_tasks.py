@@ -128,20 +128,6 @@ def test_deploy_with_verify_key_refuses_an_unsigned_module_and_runs_a_signed_one
     assert "Succeeded" in done.stdout
 
 
-@pytest.fixture
-def workload_names(clean_env):
-    names: list[str] = []
-
-    def name(base: str) -> str:
-        import os
-        names.append(f"{base}-{os.getpid()}-{len(names)}")
-        return names[-1]
-
-    yield name
-    for used in names:
-        invoke("undeploy", "--name", used, env=clean_env, timeout=60)
-
-
 def test_the_local_node_refuses_a_pulled_digest_that_does_not_verify(registry, keys, built, tmp_path):
     """The node's own admission check: rendered for a tag, then the tag moved to unsigned bytes
     before the node pulled; the node verifies the digest it pulled, refuses, and starts nothing."""
