@@ -175,9 +175,16 @@ def test_an_instance_that_exits_at_once_fails_deploy_with_its_own_line(pushed, e
     def status_line() -> str:
         return next((line for line in invoke("status", env=env).stdout.splitlines() if name in line), "")
 
-    # Shown as kubectl shows it: restarted with back-off, its exit status and its last line.
-    assert wait_for(lambda: re.search(r"\d+ restarts", status_line()), 60), status_line()
-    status = status_line()
+    # Shown as kubectl shows it: restarted with back-off, its exit status and its last line (read
+    # while it waits in back-off: between two exits it runs again for a moment).
+    seen: list[str] = []
+
+    def in_back_off() -> bool:
+        seen.append(status_line())
+        return "CrashLoopBackOff (exit 2" in seen[-1] and re.search(r"\d+ restarts", seen[-1]) is not None
+
+    assert wait_for(in_back_off, 60), seen[-1:]
+    status = seen[-1]
     restarts = int(re.search(r"(\d+) restarts", status).group(1))
     # Counted at each exit, and back-off doubles from 1 s: the n-th cannot come before 2**(n-1) - 1 s.
     assert 2 ** (restarts - 1) - 1 <= time.monotonic() - began, status
